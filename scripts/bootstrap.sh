@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in podman runc debootstrap uidmap slirp4netns fuse-overlayfs iproute2; do
+for pkg in podman runc debootstrap uidmap slirp4netns fuse-overlayfs iproute2 shellcheck; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
