@@ -1,0 +1,378 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The whole annex life cycle with the REAL playbooks against moto's AWS API on loopback.
+
+setup -> check -> annex_start count=5 -> again (nothing new) -> count=7 (two more) -> count=3
+(nothing terminated) -> longer duration (lease extended) -> Spot Fleet annex -> annex_info ->
+teardown refused without confirmation -> teardown -> nothing this project created is left ->
+teardown again. Every ansible output is checked for the AWS secret key and the pool password.
+
+The "master" is this machine (inventories/moto, local connection) with HOME pointed at a
+throw-away directory holding the seed-style ~/.condor key files; moto instances never boot, so
+the playbooks run with annex_wait_for_join=false (set in the moto inventory).
+"""
+import base64
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from moto_server import MotoServer  # noqa: E402
+
+from conftest import REPO, tool  # noqa: E402
+
+boto3 = pytest.importorskip("boto3")
+
+pytestmark = pytest.mark.integration
+
+REGION = "us-east-1"
+INVENTORY = "inventories/moto/hosts.yml"
+STACKS = ("HTCondorAnnex-ConfigurationBucket", "HTCondorAnnex-LambdaFunctions",
+          "HTCondorAnnex-InstanceProfile", "HTCondorAnnex-SecurityGroup")
+KEY_PAIR = "HTCondorAnnex-KeyPair"
+ANNEX_TAG = "htcondor:AnnexName"
+PLAYBOOK_TIMEOUT = 300
+MODULES = ("annex_setup", "annex", "annex_info")
+
+missing = [m for m in MODULES if not (REPO / "plugins/modules" / f"{m}.py").exists()]
+if missing:  # the modules are written in parallel with this test; skip until they exist
+    pytestmark = [pytestmark, pytest.mark.skip(reason=f"modules not written yet: {missing}")]
+
+
+def xor_password(password):
+    """The pool password file format: bytes XOR DE AD BE EF, repeating (condor_store_cred)."""
+    key = bytes.fromhex("deadbeef")
+    raw = password.encode()
+    return bytes(b ^ key[i % 4] for i, b in enumerate(raw))
+
+
+class Flow:
+    """State shared by the steps: the moto server, the throw-away HOME, secrets, outputs."""
+
+    def __init__(self, moto, tmp):
+        self.moto = moto
+        self.tmp = tmp
+        self.home = tmp / "home"
+        dot_condor = self.home / ".condor"
+        dot_condor.mkdir(parents=True)
+        dot_condor.chmod(0o700)
+        self.access_key = "AKIA" + secrets.token_hex(8).upper()
+        self.secret_key = "motoSecret" + secrets.token_hex(16)
+        self.password = "poolPw" + secrets.token_hex(12)
+        for name, value in (("publicKeyFile", self.access_key), ("privateKeyFile", self.secret_key)):
+            path = dot_condor / name
+            path.write_text(value + "\n")
+            path.chmod(0o600)
+        self.password_file = tmp / "pool_password"
+        self.password_file.write_bytes(xor_password(self.password))
+        self.password_file.chmod(0o600)
+        self.outputs = []
+        self.env = self._env()
+
+    def _env(self):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ANSIBLE_"))}
+        env.update({
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "HOME": str(self.home),
+            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+            "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+            "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
+            "AWS_ENDPOINT_URL": self.moto.url,
+            # No AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY: the modules must use the key files.
+            "AWS_CONFIG_FILE": str(self.tmp / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(self.tmp / "no-aws-credentials"),
+            "HTCONDOR_ANNEX_TEST_PASSWORD_FILE": str(self.password_file),
+        })
+        return env
+
+    def client(self, service):
+        return boto3.client(service, region_name=REGION, endpoint_url=self.moto.url,
+                            aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key)
+
+    # --- running ansible -------------------------------------------------------------------
+    def _run(self, cmd, timeout):
+        proc = subprocess.run(cmd, cwd=REPO, env=self.env, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+        self.outputs.append(proc.stdout + proc.stderr)
+        return proc
+
+    def playbook(self, playbook, *extra_vars, rc=0, timeout=PLAYBOOK_TIMEOUT):
+        cmd = [tool("ansible-playbook"), "-i", INVENTORY, playbook]
+        for var in extra_vars:
+            cmd += ["-e", var]
+        proc = self._run(cmd, timeout)
+        assert proc.returncode == rc, (
+            f"{playbook} {extra_vars}: rc {proc.returncode} (wanted {rc})\n"
+            f"{failures(proc.stdout) or proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
+        return PlaybookRun(proc.stdout)
+
+    def module(self, module, args, timeout=PLAYBOOK_TIMEOUT):
+        """An ad-hoc module run on the moto 'master' with the inventory's AWS settings."""
+        aws = ("region={{ htcondor_annex_region }} endpoint_url={{ htcondor_annex_aws_endpoint_url }}"
+               " access_key_file={{ htcondor_annex_access_key_file }}"
+               " secret_key_file={{ htcondor_annex_secret_key_file }}")
+        env_cmd = [tool("ansible"), "-i", INVENTORY, "master", "-m", f"htcondor.annex.{module}",
+                   "-a", f"{aws} {args}".strip()]
+        env = dict(self.env, ANSIBLE_LOAD_CALLBACK_PLUGINS="0")
+        env.pop("ANSIBLE_STDOUT_CALLBACK")
+        proc = subprocess.run(env_cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+        self.outputs.append(proc.stdout + proc.stderr)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return json.loads(proc.stdout.split("=>", 1)[1])
+
+    # --- looking at moto with boto3 ----------------------------------------------------------
+    def instances(self, annex, states=("pending", "running")):
+        ec2 = self.client("ec2")
+        pages = ec2.get_paginator("describe_instances").paginate(Filters=[
+            {"Name": f"tag:{ANNEX_TAG}", "Values": [annex]},
+            {"Name": "instance-state-name", "Values": list(states)}])
+        return [(res["ReservationId"], inst) for page in pages for res in page["Reservations"]
+                for inst in res["Instances"]]
+
+    def lease_targets(self, annex):
+        events = self.client("events")
+        rules = [r for r in events.list_rules(NamePrefix=annex)["Rules"] if r["Name"] == annex]
+        if not rules:
+            return []
+        return events.list_targets_by_rule(Rule=annex)["Targets"]
+
+
+class PlaybookRun:
+    """The ansible.posix.json output of one ansible-playbook run."""
+
+    def __init__(self, stdout):
+        self.raw = stdout
+        self.data = json.loads(stdout[stdout.index("{"):])
+
+    @property
+    def stats(self):
+        return self.data["stats"]["localhost"]
+
+    def result(self, task_prefix):
+        found = [t["hosts"]["localhost"] for play in self.data["plays"] for t in play["tasks"]
+                 if t["task"]["name"].startswith(task_prefix) and "localhost" in t["hosts"]]
+        assert found, f"no task starting with {task_prefix!r} ran"
+        return found[-1]
+
+
+def failures(stdout):
+    try:
+        run = PlaybookRun(stdout)
+    except ValueError:
+        return ""
+    msgs = []
+    for play in run.data["plays"]:
+        for task in play["tasks"]:
+            res = task["hosts"].get("localhost", {})
+            if res.get("failed") or res.get("unreachable"):
+                msgs.append(f"{task['task']['name']}: {res.get('msg')}")
+    return "\n".join(msgs)
+
+
+@pytest.fixture(scope="module")
+def flow(tmp_path_factory):
+    with MotoServer() as moto:
+        yield Flow(moto, tmp_path_factory.mktemp("annex-flow"))
+
+
+def test_start_without_ami_id_fails_clearly_and_creates_nothing(flow):
+    run = flow.playbook("playbooks/annex_start.yml", "annex_name=NoAmi", "ami_id=", "count=1", rc=2)
+    res = run.result("Check the launch variables")
+    assert res["failed"] and "ami_id is not set" in res["msg"], res
+    assert not flow.instances("NoAmi", states=("pending", "running", "stopped", "terminated"))
+
+
+def test_annex_life_cycle(flow):
+    ec2 = flow.client("ec2")
+    cfn = flow.client("cloudformation")
+
+    # --- setup + check ------------------------------------------------------------------------
+    run = flow.playbook("playbooks/annex_setup.yml")
+    setup = run.result("Create or update the HTCondorAnnex-* stacks")
+    assert setup["changed"] is True
+    assert set(setup["stacks"]) == set(STACKS)
+    check = run.result("Check the setup")
+    assert check["setup"]["ok"] is True, check["setup"]
+    assert "Your setup looks OK" in run.result("Fail with the problems")["msg"]
+    for stack in STACKS:
+        status = cfn.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"]
+        assert status in ("CREATE_COMPLETE", "UPDATE_COMPLETE"), (stack, status)
+    assert [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]] == [KEY_PAIR]
+    user_config = (flow.home / ".condor/user_config").read_text()
+    assert "us_east_1.ANNEX_DEFAULT_S3_BUCKET" in user_config
+    bucket = setup["bucket"]
+
+    run = flow.playbook("playbooks/annex_setup.yml")
+    assert run.stats["changed"] == 0, "second setup run changed something"
+
+    # --- on-demand annex: 5, again 5, then 7 --------------------------------------------------
+    run = flow.playbook("annex_start.yml", "count=5")  # the root entry point, as users run it
+    launch = run.result("Launch annex")
+    assert launch["changed"] is True and len(launch["launched_instance_ids"]) == 5
+    live = flow.instances("MyFirstAnnex")
+    assert len(live) == 5
+    assert len({res for res, _ in live}) == 1, "5 workers must come from ONE RunInstances call"
+    for _, inst in live:
+        assert inst["ClientToken"].startswith("MyFirstAnnex_"), inst["ClientToken"]
+        tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+        assert tags[ANNEX_TAG] == "MyFirstAnnex"
+        assert tags.get("Name", "").startswith("MyFirstAnnex"), tags
+        assert inst["IamInstanceProfile"]["Arn"] == setup["instance_profile_arn"]
+        assert {g["GroupId"] for g in inst["SecurityGroups"]} == set(setup["security_group_ids"])
+        assert inst.get("KeyName") == KEY_PAIR
+        shutdown = ec2.describe_instance_attribute(InstanceId=inst["InstanceId"],
+                                                   Attribute="instanceInitiatedShutdownBehavior")
+        assert shutdown["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
+    user_data = ec2.describe_instance_attribute(InstanceId=live[0][1]["InstanceId"],
+                                                Attribute="userData").get("UserData", {})
+    flow.outputs.append(base64.b64decode(user_data.get("Value", "")).decode("latin-1"))
+    s3 = flow.client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert "config-MyFirstAnnex.tar.gz" in keys, keys
+    targets = flow.lease_targets("MyFirstAnnex")
+    assert len(targets) == 1, targets
+    lease_input = json.loads(targets[0]["Input"])
+    assert lease_input["AnnexID"] == "MyFirstAnnex" and lease_input["S3BucketName"] == bucket
+    summary = "\n".join(run.result("Summary")["msg"])
+    assert "5 live instance(s)" in summary and "Lease ends" in summary and "Cost guard" in summary
+
+    run = flow.playbook("annex_start.yml", "count=5")
+    assert run.stats["changed"] == 0
+    assert run.result("Launch annex")["launched_instance_ids"] == []
+    assert len(flow.instances("MyFirstAnnex")) == 5, "a second identical run launched workers"
+
+    run = flow.playbook("annex_start.yml", "count=7")
+    launch = run.result("Launch annex")
+    assert launch["changed"] is True and len(launch["launched_instance_ids"]) == 2
+    live = flow.instances("MyFirstAnnex")
+    assert len(live) == 7
+    assert sorted(len([1 for r, _ in live if r == res]) for res in {r for r, _ in live}) == [2, 5]
+
+    run = flow.playbook("annex_start.yml", "count=3")
+    launch = run.result("Launch annex")
+    assert run.stats["changed"] == 0 and launch["launched_instance_ids"] == []
+    assert "terminat" in launch["msg"].lower(), launch["msg"]  # says nothing was terminated
+    assert len(flow.instances("MyFirstAnnex")) == 7, "a smaller count must never terminate"
+
+    before = json.loads(flow.lease_targets("MyFirstAnnex")[0]["Input"])["LeaseExpiration"]
+    run = flow.playbook("annex_start.yml", "count=7", "duration=10")
+    assert run.result("Launch annex")["changed"] is True
+    after = json.loads(flow.lease_targets("MyFirstAnnex")[0]["Input"])["LeaseExpiration"]
+    assert _epoch(after) > _epoch(before), (before, after)
+    assert len(flow.instances("MyFirstAnnex")) == 7
+
+    # --- Spot Fleet annex from a seed-style JSON file -----------------------------------------
+    fleet_file = flow.tmp / "fleet.json"
+    fleet_file.write_text(json.dumps({
+        "IamFleetRole": "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role",
+        "AllocationStrategy": "lowestPrice",
+        "TargetCapacity": 1,
+        "TerminateInstancesWithExpiration": True,
+        "Type": "request",
+        "LaunchSpecifications": [
+            {"ImageId": "ami-04681a1dbd79675a5", "InstanceType": "m4.large", "WeightedCapacity": 2,
+             "IamInstanceProfile": {"Arn": setup["instance_profile_arn"]}},
+            {"ImageId": "ami-04681a1dbd79675a5", "InstanceType": "m4.xlarge", "WeightedCapacity": 4,
+             "IamInstanceProfile": {"Arn": setup["instance_profile_arn"]}},
+        ],
+    }, indent=2))
+    spot_vars = ("annex_name=SpotAnnex", "slots=4", f"spot_fleet_config={fleet_file}")
+    run = flow.playbook("annex_start.yml", *spot_vars)
+    launch = run.result("Launch annex")
+    assert launch["changed"] is True and len(launch["spot_fleet_request_ids"]) == 1
+    fleets = _active_fleets(ec2)
+    assert len(fleets) == 1, fleets
+    assert fleets[0]["SpotFleetRequestConfig"]["TargetCapacity"] == 4
+    assert fleets[0]["SpotFleetRequestConfig"]["ClientToken"].startswith("SpotAnnex_")
+    run = flow.playbook("annex_start.yml", *spot_vars)
+    assert run.stats["changed"] == 0 and len(_active_fleets(ec2)) == 1
+
+    # --- annex_info ---------------------------------------------------------------------------
+    info = flow.module("annex_info", "")
+    annexes = info["annexes"]
+    assert {"MyFirstAnnex", "SpotAnnex"} <= set(annexes), annexes
+    mine = annexes["MyFirstAnnex"]
+    assert sum(mine["instances"].get(s, 0) for s in ("pending", "running")) == 7, mine
+    assert mine["joined"] in (0, None)  # moto instances never boot HTCondor
+    assert mine["lease_expiration"]
+    assert annexes["SpotAnnex"]["spot_fleet_request_ids"] == launch["spot_fleet_request_ids"]
+
+    # --- teardown -----------------------------------------------------------------------------
+    run = flow.playbook("teardown.yml", rc=2)  # stdin is not a terminal: nobody said yes
+    assert "not confirmed" in run.result("Stop unless confirmed")["msg"]
+    assert len(flow.instances("MyFirstAnnex")) == 7, "an unconfirmed teardown touched instances"
+
+    flow.playbook("teardown.yml", "confirm=yes")
+    assert_nothing_left(flow, bucket)
+
+    run = flow.playbook("teardown.yml", "confirm=yes")
+    assert run.result("Delete the annex setup")["changed"] is False
+    assert_nothing_left(flow, bucket)
+
+
+def test_no_secret_in_any_output(flow):
+    assert flow.outputs, "no ansible output was captured"
+    blob = "\n".join(flow.outputs)
+    encoded = flow.password_file.read_bytes()
+    for secret in (flow.secret_key, flow.password, base64.b64encode(encoded).decode(),
+                   encoded.hex(), encoded.decode("latin-1")):
+        assert secret not in blob, "a secret appeared in ansible output or user data"
+
+
+def _epoch(value):
+    if isinstance(value, (int, float)) or str(value).isdigit():
+        return float(value)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def _active_fleets(ec2):
+    fleets = ec2.describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
+    return [f for f in fleets if f["SpotFleetRequestState"] in ("submitted", "active", "modifying")]
+
+
+def assert_nothing_left(flow, bucket):
+    ec2, cfn, s3 = flow.client("ec2"), flow.client("cloudformation"), flow.client("s3")
+    for stack in STACKS:
+        try:
+            status = cfn.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"]
+        except cfn.exceptions.ClientError as exc:
+            assert "does not exist" in str(exc)
+            continue
+        assert status == "DELETE_COMPLETE", (stack, status)
+    for annex in ("MyFirstAnnex", "SpotAnnex"):
+        assert not flow.instances(annex), f"{annex} still has pending/running instances"
+    assert not _active_fleets(ec2)
+    live = ec2.describe_instances(Filters=[{"Name": "instance-state-name",
+                                            "Values": ["pending", "running"]}])["Reservations"]
+    assert not live, "instances are still running"
+    rules = flow.client("events").list_rules()["Rules"]
+    assert not rules, [r["Name"] for r in rules]
+    buckets = [b["Name"] for b in s3.list_buckets().get("Buckets", [])]
+    assert bucket not in buckets, "the configuration bucket is still there"
+    assert KEY_PAIR not in [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]]
+    assert "ANNEX_DEFAULT_S3_BUCKET" not in _read(flow.home / ".condor/user_config")
+
+
+def _read(path):
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def test_no_unexpected_ansible_warnings_about_secrets(flow):
+    """no_log on secret options: ansible warns when a module returns a value it was told is
+    secret; such a warning would mean a secret travelled through module arguments."""
+    blob = "\n".join(flow.outputs)
+    assert not re.search(r"Module did not set no_log for .*(password|secret)", blob), \
+        "a secret-looking option has no no_log"
