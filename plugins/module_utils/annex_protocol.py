@@ -1,0 +1,234 @@
+# -*- coding: utf-8 -*-
+# Copyright: htcondor.annex contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one place for HTCondor's annex protocol on AWS (what the stock worker boot script expects).
+
+- AnnexID: the annex name; it travels in the EC2 client token (<AnnexID>_<uuid>, max 64 chars),
+  the S3 key config-<AnnexID>.tar.gz, the EventBridge rule name, a tag value and a ClassAd string.
+- The worker tarball: flat files 00ec2-dynamic.config (sorts first, as upstream) plus
+  99-htcondor-annex-lease.config (sorts last so the lease cannot be overridden by accident)
+  and password_file.pl (the .pl suffix keeps HTCondor from reading it as config). The boot
+  script untars it into /etc/condor/config.d.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import io
+import json
+import re
+import tarfile
+import time
+import uuid
+from datetime import datetime
+
+ANNEX_ID_MAX = 27
+# Letters, digits, '-', '.', '_' (the boot script splits the client token at the LAST '_').
+# Must start with a letter or digit. Fits client token, S3 key, EventBridge rule name, tag, ClassAd.
+ANNEX_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+OWNER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$")
+
+ANNEX_NAME_TAG = "htcondor:AnnexName"
+LEASE_TARGET_ID = "htcondor-annex-lease"
+LEASE_RULE_SCHEDULE = "rate(5 minutes)"
+LEASE_DESCRIPTION_PREFIX = "htcondor.annex lease"
+
+STACK_BUCKET = "HTCondorAnnex-ConfigurationBucket"
+STACK_LAMBDA = "HTCondorAnnex-LambdaFunctions"
+STACK_PROFILE = "HTCondorAnnex-InstanceProfile"
+STACK_SG = "HTCondorAnnex-SecurityGroup"
+STACKS = (STACK_BUCKET, STACK_LAMBDA, STACK_PROFILE, STACK_SG)
+KEY_PAIR_NAME = "HTCondorAnnex-KeyPair"
+
+CONFIG_FILE = "00ec2-dynamic.config"
+LEASE_CONFIG_FILE = "99-htcondor-annex-lease.config"
+PASSWORD_FILE = "password_file.pl"
+WORKER_CONFIG_DIR = "/etc/condor/config.d"
+
+ANNEX_DEFAULT_KEYS = (
+    "ANNEX_DEFAULT_AWS_REGION",
+    "ANNEX_DEFAULT_S3_BUCKET",
+    "ANNEX_DEFAULT_ODI_LEASE_FUNCTION_ARN",
+    "ANNEX_DEFAULT_SFR_LEASE_FUNCTION_ARN",
+    "ANNEX_DEFAULT_ODI_INSTANCE_PROFILE_ARN",
+    "ANNEX_DEFAULT_ODI_SECURITY_GROUP_IDS",
+    "ANNEX_DEFAULT_ODI_KEY_NAME",
+    "ANNEX_DEFAULT_ACCESS_KEY_FILE",
+    "ANNEX_DEFAULT_SECRET_KEY_FILE",
+)
+
+
+def validate_annex_id(name):
+    """Error message for an AnnexID the protocol cannot carry, else None."""
+    if not isinstance(name, str) or not name:
+        return "annex name must be a non-empty string"
+    if len(name) > ANNEX_ID_MAX:
+        return ("annex name %r is %d characters long; the protocol allows at most %d "
+                "(it must fit the EC2 client token <name>_<uuid> of 64 characters)" % (name, len(name), ANNEX_ID_MAX))
+    if not ANNEX_ID_RE.match(name):
+        return ("annex name %r has characters the protocol cannot carry: use letters, digits, '-', '.' "
+                "and '_', starting with a letter or digit" % name)
+    return None
+
+
+def client_token(annex_id):
+    return "%s_%s" % (annex_id, uuid.uuid4())
+
+
+def annex_id_from_token(token):
+    """What the boot script does: the client token up to the last '_' (None without '_')."""
+    if not token or "_" not in token:
+        return None
+    return token.rsplit("_", 1)[0]
+
+
+def tarball_key(annex_id):
+    return "config-%s.tar.gz" % annex_id
+
+
+def tarball_policy_resource(bucket):
+    return "arn:aws:s3:::%s/config-*.tar.gz" % bucket
+
+
+def region_prefix(region):
+    return re.sub(r"[^A-Za-z0-9_./]", "_", region)
+
+
+def user_config_lines(region, values):
+    """Region-prefixed ANNEX_DEFAULT_* lines, in a stable order, skipping empty values."""
+    prefix = region_prefix(region)
+    lines = []
+    for key in ANNEX_DEFAULT_KEYS:
+        value = values.get(key)
+        if value in (None, "", []):
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ",".join(value)
+        lines.append("%s.%s = %s" % (prefix, key, value))
+    return lines
+
+
+def parse_condor_version(text):
+    """'$CondorVersion: 23.9.6 2024-08-08 BuildID: ... $' or '23.9.6' -> (23, 9, 6)."""
+    if not text:
+        return None
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not match:
+        return None
+    return tuple(int(part or 0) for part in match.groups())
+
+
+def pool_identity(version):
+    """The identity PASSWORD authentication maps to: condor_pool@* before 24.0, condor@password since."""
+    if version is not None and tuple(version)[:1] < (24,):
+        return "condor_pool@*"
+    return "condor@password"
+
+
+def lease_expiration(duration_hours, now=None):
+    now = time.time() if now is None else now
+    return int(now + float(duration_hours) * 3600)
+
+
+def iso8601(epoch):
+    return datetime.utcfromtimestamp(int(epoch)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def lease_input(annex_id, bucket, expiration_epoch):
+    """The lease rule's target input (same keys as condor_annex: LeaseExpiration in epoch seconds)."""
+    return json.dumps({"AnnexID": annex_id, "S3BucketName": bucket,
+                       "LeaseExpiration": str(int(expiration_epoch))}, sort_keys=True)
+
+
+def lease_description(duration_hours, expiration_epoch):
+    return "%s duration=%sh until=%s" % (LEASE_DESCRIPTION_PREFIX, float(duration_hours), int(expiration_epoch))
+
+
+def parse_lease_description(text):
+    """-> (duration_hours, expiration_epoch) or (None, None)."""
+    match = re.search(r"duration=([0-9.]+)h until=(\d+)", text or "")
+    if not match:
+        return None, None
+    return float(match.group(1)), int(match.group(2))
+
+
+def render_worker_config(annex_id, collector_host, version, idle_hours, owners=None,
+                         lease_end_epoch=None):
+    """The worker's 00ec2-dynamic.config, for the pool's HTCondor version."""
+    identity = pool_identity(version)
+    if owners:
+        start = 'START = (MayUseAWS == TRUE) && stringListMember(Owner, "%s")' % ",".join(owners)
+    else:
+        start = "START = MayUseAWS == TRUE"
+    version_text = ".".join(str(v) for v in version) if version else "unknown (rendered for >= 24)"
+    lines = [
+        "# Written by htcondor.annex for annex %s (pool HTCondor %s). Do not edit on the worker." % (
+            annex_id, version_text),
+        "LOCAL_HOSTS = $(FULL_HOSTNAME) $(IP_ADDRESS) 127.0.0.1",
+        "COLLECTOR_HOST = %s" % collector_host,
+        "CONDOR_HOST = %s" % collector_host.split(":")[0],
+        "",
+        "SEC_DEFAULT_AUTHENTICATION = REQUIRED",
+        "SEC_DEFAULT_AUTHENTICATION_METHODS = FS, PASSWORD",
+        "SEC_DEFAULT_INTEGRITY = REQUIRED",
+        "SEC_DEFAULT_ENCRYPTION = REQUIRED",
+        "SEC_PASSWORD_FILE = %s/%s" % (WORKER_CONFIG_DIR, PASSWORD_FILE),
+        "ANNEX_POOL_IDENTITY = %s" % identity,
+        "ALLOW_WRITE = $(ANNEX_POOL_IDENTITY)/* $(LOCAL_HOSTS)",
+        "ALLOW_DAEMON = $(ANNEX_POOL_IDENTITY)/* $(LOCAL_HOSTS)",
+        "ALLOW_NEGOTIATOR = $(ANNEX_POOL_IDENTITY)/*",
+        "ALLOW_ADMINISTRATOR = $(ANNEX_POOL_IDENTITY)/* $(LOCAL_HOSTS)",
+        "",
+        'AnnexName = "%s"' % annex_id,
+        "IsAnnex = TRUE",
+        "STARTD_ATTRS = $(STARTD_ATTRS) AnnexName IsAnnex",
+        "MASTER_ATTRS = $(MASTER_ATTRS) AnnexName IsAnnex",
+        "",
+        "STARTD_NOCLAIM_SHUTDOWN = %d" % int(round(float(idle_hours) * 3600)),
+        start,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_lease_config(annex_id, lease_end_epoch):
+    """Worker-side lease: the startd exits at lease end (the stock 50ec2.config then stops the
+    master, whose shutdown script halts the machine, which terminates); the master itself
+    exits fast ten minutes later in case the startd hangs."""
+    return "\n".join([
+        "# Written by htcondor.annex: worker-side lease of annex %s, ends %s." % (annex_id, iso8601(lease_end_epoch)),
+        "ANNEX_LEASE_END = %d" % int(lease_end_epoch),
+        "STARTD.DAEMON_SHUTDOWN = time() > $(ANNEX_LEASE_END)",
+        "MASTER.DAEMON_SHUTDOWN_FAST = time() > ($(ANNEX_LEASE_END) + 600)",
+        "",
+    ])
+
+
+def build_tarball(config_text, lease_text, password_bytes, extra_files=None):
+    """The config-<AnnexID>.tar.gz bytes, built in memory. extra_files: [(name, bytes)]."""
+    buf = io.BytesIO()
+    now = int(time.time())
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        entries = [(CONFIG_FILE, config_text.encode("utf-8"), 0o644)]
+        for name, data in extra_files or []:
+            entries.append((name, data, 0o644))
+        entries.append((LEASE_CONFIG_FILE, lease_text.encode("utf-8"), 0o644))
+        entries.append((PASSWORD_FILE, password_bytes, 0o600))
+        for name, data, mode in entries:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = mode
+            info.mtime = now
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def extra_file_name(index, path):
+    """Name of a user-supplied worker config file in the tarball (sorts between ours)."""
+    base = re.sub(r"[^A-Za-z0-9_.-]", "_", path.rsplit("/", 1)[-1])
+    if base.endswith(".pl"):
+        base = base + ".config"
+    return "50-user-%02d-%s" % (index, base)

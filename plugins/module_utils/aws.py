@@ -1,0 +1,296 @@
+# -*- coding: utf-8 -*-
+# Copyright: htcondor.annex contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one place where htcondor.annex talks to AWS.
+
+Client factory (region, credentials, endpoint override, botocore retry mode, user agent),
+error translation into messages a non-expert can act on, paginator/waiter helpers and tags.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+try:
+    import boto3
+    import botocore
+    from botocore.config import Config
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        NoCredentialsError,
+        NoRegionError,
+        PartialCredentialsError,
+        ProfileNotFound,
+        WaiterError,
+        EndpointConnectionError,
+    )
+    HAS_BOTO3 = True
+    BOTO3_IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - exercised only without boto3
+    HAS_BOTO3 = False
+    BOTO3_IMPORT_ERROR = exc
+
+COLLECTION_VERSION = "0.1.0"
+USER_AGENT = "htcondor.annex/%s" % COLLECTION_VERSION
+DEFAULT_REGION = "us-east-1"
+
+MANAGED_BY_KEY = "htcondor-annex:managed-by"
+MANAGED_BY_VALUE = "htcondor.annex"
+
+# Shared argument spec of every annex module (documented in doc fragment htcondor.annex.aws).
+AWS_ARGUMENT_SPEC = dict(
+    region=dict(type="str", aliases=["aws_region"]),
+    access_key_file=dict(type="path"),
+    secret_key_file=dict(type="path", no_log=False),
+    profile=dict(type="str", aliases=["aws_profile"]),
+    endpoint_url=dict(type="str"),
+    retry_mode=dict(type="str", default="standard", choices=["standard", "adaptive"]),
+    max_attempts=dict(type="int", default=10),
+)
+AWS_REQUIRED_TOGETHER = [["access_key_file", "secret_key_file"]]
+AWS_MUTUALLY_EXCLUSIVE = [["profile", "access_key_file"]]
+
+# Error codes that mean "these credentials are not valid" (as opposed to "not allowed").
+_AUTH_CODES = frozenset([
+    "AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "UnrecognizedClientException",
+    "InvalidAccessKeyId", "IncompleteSignature", "ExpiredToken", "ExpiredTokenException",
+    "InvalidToken", "AuthFailure.ServiceLinkedRoleCreationNotPermitted",
+])
+_DENIED_CODES = frozenset([
+    "AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "Forbidden",
+    "AuthorizationError", "UnauthorizedAccess",
+])
+_THROTTLE_CODES = frozenset([
+    "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
+    "SlowDown", "RequestThrottled", "ProvisionedThroughputExceededException",
+])
+
+# botocore service name -> IAM action prefix, where they differ.
+_IAM_PREFIX = {"events": "events", "cloudformation": "cloudformation", "s3": "s3", "ec2": "ec2",
+               "sts": "sts", "lambda": "lambda", "iam": "iam"}
+
+
+class AnnexAWSError(Exception):
+    """An AWS failure already translated into a message for the user."""
+
+    def __init__(self, message, code=None, exception=None):
+        super(AnnexAWSError, self).__init__(message)
+        self.message = message
+        self.code = code
+        self.exception = exception
+
+
+def known_regions():
+    """Every region botocore knows for EC2 (all partitions)."""
+    session = botocore.session.get_session()
+    regions = set()
+    for partition in session.get_available_partitions():
+        regions.update(session.get_available_regions("ec2", partition_name=partition))
+    return regions
+
+
+def resolve_region(region):
+    """Option, else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1."""
+    return region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+
+
+def validate_region(region):
+    """Return an error message for an unknown region, else None (no network call)."""
+    if region not in known_regions():
+        return ("unknown region %r: not an AWS region botocore knows (e.g. us-east-1, eu-west-1). "
+                "Set the region option or AWS_REGION." % region)
+    return None
+
+
+def _read_key_file(path, what):
+    try:
+        with open(path, "r") as handle:
+            value = handle.read().strip()
+    except (IOError, OSError) as exc:
+        raise AnnexAWSError("cannot read the AWS %s file %s: %s" % (what, path, exc.strerror or exc))
+    if not value:
+        raise AnnexAWSError("the AWS %s file %s is empty" % (what, path))
+    return value
+
+
+def iam_action(client_or_service, operation):
+    service = client_or_service if isinstance(client_or_service, str) else \
+        client_or_service.meta.service_model.service_name
+    return "%s:%s" % (_IAM_PREFIX.get(service, service), operation)
+
+
+def translate_error(exc, action=None):
+    """Turn a botocore exception into an AnnexAWSError with a message users can act on."""
+    if isinstance(exc, AnnexAWSError):
+        return exc
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return AnnexAWSError(
+            "No AWS credentials found: give access_key_file/secret_key_file (the seed's "
+            "~/.condor/publicKeyFile and privateKeyFile), a profile, AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY in the environment, or run on an instance with a role.",
+            code="NoCredentials", exception=exc)
+    if isinstance(exc, ProfileNotFound):
+        return AnnexAWSError("AWS profile not found: %s" % exc, code="ProfileNotFound", exception=exc)
+    if isinstance(exc, NoRegionError):
+        return AnnexAWSError("no AWS region configured: set the region option", code="NoRegion",
+                             exception=exc)
+    if isinstance(exc, EndpointConnectionError):
+        return AnnexAWSError("cannot reach the AWS endpoint: %s" % exc, code="EndpointConnection",
+                             exception=exc)
+    if isinstance(exc, WaiterError):
+        return AnnexAWSError("gave up waiting for %s: %s" % (action or "a resource", exc),
+                             code="WaiterError", exception=exc)
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = err.get("Code", "Unknown")
+        message = err.get("Message", "")
+        operation = getattr(exc, "operation_name", None)
+        what = action or operation or "the request"
+        if code in _AUTH_CODES:
+            return AnnexAWSError(
+                "AWS rejected the credentials (%s) during %s: %s. Check the access key id and "
+                "secret key (key files, profile or environment) and the region." % (code, what, message),
+                code=code, exception=exc)
+        if code in _DENIED_CODES:
+            return AnnexAWSError(
+                "AWS denied %s (%s): the credentials lack the IAM permission for it. %s"
+                % (what, code, message), code=code, exception=exc)
+        if code in _THROTTLE_CODES:
+            return AnnexAWSError(
+                "AWS kept throttling %s (%s) after all retries; try again later or raise "
+                "max_attempts / use retry_mode=adaptive." % (what, code), code=code, exception=exc)
+        return AnnexAWSError("AWS error during %s: %s: %s" % (what, code, message), code=code, exception=exc)
+    if isinstance(exc, BotoCoreError):
+        return AnnexAWSError("AWS client error during %s: %s" % (action or "the request", exc),
+                             code=type(exc).__name__, exception=exc)
+    return AnnexAWSError("%s failed: %s" % (action or "AWS request", exc), exception=exc)
+
+
+def error_code(exc):
+    if isinstance(exc, ClientError):
+        return exc.response.get("Error", {}).get("Code")
+    if isinstance(exc, AnnexAWSError):
+        return exc.code
+    return None
+
+
+class AWSConnection:
+    """Creates clients from one boto3 session with the collection's config."""
+
+    def __init__(self, region=None, access_key_file=None, secret_key_file=None, profile=None,
+                 endpoint_url=None, retry_mode="standard", max_attempts=10):
+        self.region = resolve_region(region)
+        self.endpoint_url = endpoint_url
+        self.config = Config(
+            region_name=self.region,
+            retries={"mode": retry_mode, "max_attempts": max_attempts},
+            user_agent_extra=USER_AGENT,
+        )
+        self.access_key_file = access_key_file
+        self.secret_key_file = secret_key_file
+        kwargs = dict(region_name=self.region)
+        if access_key_file:
+            kwargs["aws_access_key_id"] = _read_key_file(access_key_file, "access key")
+            kwargs["aws_secret_access_key"] = _read_key_file(secret_key_file, "secret key")
+        if profile:
+            kwargs["profile_name"] = profile
+        try:
+            self.session = boto3.session.Session(**kwargs)
+        except ProfileNotFound as exc:
+            raise translate_error(exc)
+        self._clients = {}
+
+    @classmethod
+    def from_params(cls, params):
+        return cls(region=params.get("region"), access_key_file=params.get("access_key_file"),
+                   secret_key_file=params.get("secret_key_file"), profile=params.get("profile"),
+                   endpoint_url=params.get("endpoint_url"), retry_mode=params.get("retry_mode") or "standard",
+                   max_attempts=params.get("max_attempts") or 10)
+
+    def client(self, service):
+        if service not in self._clients:
+            kwargs = dict(config=self.config)
+            if self.endpoint_url:
+                kwargs["endpoint_url"] = self.endpoint_url
+            self._clients[service] = self.session.client(service, **kwargs)
+        return self._clients[service]
+
+
+def call(client, operation, **kwargs):
+    """Call client.<operation>(**kwargs), translating errors (retries are botocore's)."""
+    method = getattr(client, _snake(operation))
+    try:
+        return method(**kwargs)
+    except (ClientError, BotoCoreError) as exc:
+        raise translate_error(exc, iam_action(client, operation))
+
+
+def paginate(client, operation, result_key, **kwargs):
+    """All items of result_key over every page of a paginated operation."""
+    items = []
+    try:
+        for page in client.get_paginator(_snake(operation)).paginate(**kwargs):
+            items.extend(page.get(result_key, []))
+    except (ClientError, BotoCoreError) as exc:
+        raise translate_error(exc, iam_action(client, operation))
+    return items
+
+
+def wait(client, waiter_name, timeout, delay=5, action=None, **kwargs):
+    """Run a botocore waiter bounded by timeout seconds."""
+    delay = max(1, int(delay))
+    attempts = max(1, int(timeout) // delay)
+    try:
+        client.get_waiter(waiter_name).wait(WaiterConfig={"Delay": delay, "MaxAttempts": attempts}, **kwargs)
+    except WaiterError as exc:
+        raise AnnexAWSError("gave up waiting for %s after %ss: %s" % (action or waiter_name, timeout,
+                                                                     getattr(exc, "kwargs", {}).get("reason", exc)),
+                            code="WaiterError", exception=exc)
+    except (ClientError, BotoCoreError) as exc:
+        raise translate_error(exc, action or waiter_name)
+
+
+def _snake(operation):
+    if "_" in operation or operation.islower():
+        return operation
+    out = []
+    for index, char in enumerate(operation):
+        if char.isupper() and index and (not operation[index - 1].isupper() or
+                                         (index + 1 < len(operation) and operation[index + 1].islower())):
+            out.append("_")
+        out.append(char.lower())
+    return "".join(out)
+
+
+def tag_list(tags):
+    """{'k': 'v'} -> [{'Key': 'k', 'Value': 'v'}], sorted for stable comparisons."""
+    return [{"Key": str(k), "Value": str(v)} for k, v in sorted((tags or {}).items())]
+
+
+def tag_dict(tag_list_):
+    return dict((t["Key"], t["Value"]) for t in (tag_list_ or []))
+
+
+def managed_tags(extra=None):
+    tags = dict(extra or {})
+    tags[MANAGED_BY_KEY] = MANAGED_BY_VALUE
+    return tags
+
+
+def validate_tags(tags):
+    """Error message for tags AWS would reject, else None."""
+    for key, value in (tags or {}).items():
+        key = str(key)
+        if not key or len(key) > 128 or key.lower().startswith("aws:"):
+            return "invalid tag key %r: 1..128 characters, not starting with 'aws:'" % key
+        if len(str(value)) > 256:
+            return "tag %r: value longer than 256 characters" % key
+    return None
+
+
+def missing_boto3_msg():
+    return "boto3 and botocore are required on the host running this module (pip install boto3): %s" % (
+        BOTO3_IMPORT_ERROR,)

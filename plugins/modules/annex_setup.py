@@ -1,0 +1,494 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: htcondor.annex contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: annex_setup
+short_description: One-time AWS setup for HTCondor annexes (what C(condor_annex -setup) did)
+version_added: 0.1.0
+description:
+  - Creates, updates (when drifted) or deletes the four CloudFormation stacks HTCondor annexes use
+    (C(HTCondorAnnex-ConfigurationBucket), C(HTCondorAnnex-LambdaFunctions),
+    C(HTCondorAnnex-InstanceProfile), C(HTCondorAnnex-SecurityGroup)) from templates shipped in the
+    collection, and optionally the key pair C(HTCondorAnnex-KeyPair).
+  - The bucket is private (public access blocked, encrypted). The lease functions run the
+    collection's own Python code on a current Lambda runtime with least-privilege permissions.
+  - The worker security group is B(not) open to the world: workers accept HTCondor (9618) and ssh (22)
+    only from O(worker_ingress_cidrs), O(worker_ingress_security_group_ids) and each other.
+  - Writes the region-prefixed C(ANNEX_DEFAULT_*) settings into a marked block of the user's
+    C(~/.condor/user_config) so that the C(condor_annex) tool (HTCondor 23.x, 24.0) works against the
+    same setup.
+  - O(state=absent) removes every lease rule targeting the lease functions, empties the bucket (all
+    objects and versions), deletes the four stacks and the key pair (only if this collection created
+    it) and removes the marked block. It refuses while annex instances are still running.
+author:
+  - htcondor.annex contributors
+options:
+  state:
+    description: Whether the setup should exist.
+    type: str
+    choices: [present, absent]
+    default: present
+  worker_ingress_cidrs:
+    description:
+      - CIDRs allowed to reach workers on 9618 and 22 (for example the central manager's public IP as C(x.y.z.w/32)).
+      - C(0.0.0.0/0) opens the workers to the world; it is only used when listed here explicitly.
+    type: list
+    elements: str
+    default: []
+  worker_ingress_security_group_ids:
+    description: Security groups (same VPC) allowed to reach workers on 9618 and 22, e.g. the master's group.
+    type: list
+    elements: str
+    default: []
+  vpc_id:
+    description: VPC of the worker security group. Defaults to the region's default VPC.
+    type: str
+  key_pair:
+    description:
+      - Create the EC2 key pair C(HTCondorAnnex-KeyPair) and save its private key (mode 0600) to O(key_pair_file).
+      - With O(state=absent) the key pair is deleted if this collection created it.
+    type: bool
+    default: false
+  key_pair_file:
+    description: Where to save the private key. Defaults to C(~/.condor/HTCondorAnnex-KeyPair.pem).
+    type: path
+  user_config_path:
+    description: The C(condor_annex) user config file to write. Defaults to C(~/.condor/user_config).
+    type: path
+  write_user_config:
+    description: Whether to write the C(ANNEX_DEFAULT_*) block into O(user_config_path).
+    type: bool
+    default: true
+  tags:
+    description:
+      - Tags added to every stack (CloudFormation propagates them to the resources).
+      - Every resource also gets C(htcondor-annex:managed-by=htcondor.annex).
+    type: dict
+    default: {}
+  wait_timeout:
+    description: Seconds to wait for each stack operation.
+    type: int
+    default: 900
+extends_documentation_fragment:
+  - htcondor.annex.aws
+attributes:
+  check_mode:
+    support: full
+'''
+
+EXAMPLES = r'''
+- name: Set up annexes; workers accept HTCondor/ssh only from the master
+  htcondor.annex.annex_setup:
+    region: us-east-1
+    access_key_file: ~/.condor/publicKeyFile
+    secret_key_file: ~/.condor/privateKeyFile
+    worker_ingress_cidrs: ["{{ ansible_default_ipv4.address }}/32"]
+    key_pair: true
+  register: setup
+
+- name: Remove the whole setup (after every annex is gone)
+  htcondor.annex.annex_setup:
+    state: absent
+'''
+
+RETURN = r'''
+stacks:
+  description: Status of each of the four stacks after the run (C(absent) when deleted or missing).
+  returned: always
+  type: dict
+  sample: {"HTCondorAnnex-ConfigurationBucket": "CREATE_COMPLETE"}
+bucket:
+  description: Name of the configuration bucket.
+  returned: always
+  type: str
+odi_lease_function_arn:
+  description: ARN of the on-demand lease function.
+  returned: always
+  type: str
+sfr_lease_function_arn:
+  description: ARN of the Spot Fleet lease function.
+  returned: always
+  type: str
+instance_profile_arn:
+  description: ARN of the workers' instance profile.
+  returned: always
+  type: str
+security_group_ids:
+  description: Worker security group ids.
+  returned: always
+  type: list
+  elements: str
+key_name:
+  description: Name of the key pair workers get, or null.
+  returned: always
+  type: str
+user_config:
+  description: The C(ANNEX_DEFAULT_*) keys written to the user config (no secrets, only file paths).
+  returned: always
+  type: dict
+region:
+  description: The region used.
+  returned: always
+  type: str
+'''
+
+import ipaddress
+import os
+import re
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
+    AWS_ARGUMENT_SPEC, AWS_MUTUALLY_EXCLUSIVE, AWS_REQUIRED_TOGETHER, HAS_BOTO3, MANAGED_BY_KEY,
+    MANAGED_BY_VALUE, AWSConnection, AnnexAWSError, call, error_code, managed_tags, missing_boto3_msg,
+    paginate, resolve_region, tag_dict, tag_list, validate_region, validate_tags, wait,
+)
+from ansible_collections.htcondor.annex.plugins.module_utils.annex_protocol import (
+    ANNEX_NAME_TAG, KEY_PAIR_NAME, STACK_BUCKET, STACK_LAMBDA, STACK_PROFILE, STACK_SG, STACKS,
+)
+from ansible_collections.htcondor.annex.plugins.module_utils import annex_templates as templates
+from ansible_collections.htcondor.annex.plugins.module_utils.annex_setup_lib import (
+    describe_stack, outputs_of, read_text, render_user_config, user_config_values, write_private,
+    default_user_config_path,
+)
+
+BUSY_SUFFIXES = ("_IN_PROGRESS",)
+BROKEN = ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "CREATE_FAILED", "DELETE_FAILED",
+          "UPDATE_ROLLBACK_FAILED")
+
+
+def argument_spec():
+    spec = dict(AWS_ARGUMENT_SPEC)
+    spec.update(
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+        worker_ingress_cidrs=dict(type="list", elements="str", default=[]),
+        worker_ingress_security_group_ids=dict(type="list", elements="str", default=[]),
+        vpc_id=dict(type="str"),
+        key_pair=dict(type="bool", default=False),
+        key_pair_file=dict(type="path"),
+        user_config_path=dict(type="path"),
+        write_user_config=dict(type="bool", default=True),
+        tags=dict(type="dict", default={}),
+        wait_timeout=dict(type="int", default=900),
+    )
+    return spec
+
+
+def validate(params):
+    """Error message for bad input, else None. No AWS call."""
+    error = validate_region(resolve_region(params["region"]))
+    if error:
+        return error
+    for cidr in params["worker_ingress_cidrs"]:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            return "worker_ingress_cidrs: %r is not a CIDR (like 203.0.113.7/32)" % cidr
+        if "/" not in cidr:
+            return "worker_ingress_cidrs: %r needs a prefix length (like %s/32)" % (cidr, cidr)
+    for group in params["worker_ingress_security_group_ids"]:
+        if not re.match(r"^sg-[0-9a-f]{8,17}$", group):
+            return "worker_ingress_security_group_ids: %r is not a security group id (sg-...)" % group
+    if params["vpc_id"] and not re.match(r"^vpc-[0-9a-f]{8,17}$", params["vpc_id"]):
+        return "vpc_id: %r is not a VPC id (vpc-...)" % params["vpc_id"]
+    if params["wait_timeout"] <= 0:
+        return "wait_timeout must be a positive number of seconds"
+    if params["max_attempts"] < 1:
+        return "max_attempts must be at least 1"
+    return validate_tags(params["tags"])
+
+
+def normalise(value):
+    """Make templates comparable (OrderedDict/str from GetTemplate vs our dict)."""
+    import json
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+class Setup:
+
+    def __init__(self, module, conn):
+        self.module = module
+        self.params = module.params
+        self.conn = conn
+        self.cf = conn.client("cloudformation")
+        self.ec2 = conn.client("ec2")
+        self.changed = False
+        self.statuses = {}
+        self.tags = managed_tags(self.params["tags"])
+        self.timeout = self.params["wait_timeout"]
+
+    # ---------- stacks ----------
+    def ensure_stack(self, name, template, parameters):
+        stack = describe_stack(self.cf, name)
+        body = templates.template_body(template)
+        params = [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())]
+        kwargs = dict(StackName=name, TemplateBody=body, Parameters=params, Tags=tag_list(self.tags),
+                      Capabilities=["CAPABILITY_IAM"])
+        if stack is None:
+            self.changed = True
+            if self.module.check_mode:
+                self.statuses[name] = "would be created"
+                return None
+            call(self.cf, "CreateStack", **kwargs)
+            wait(self.cf, "stack_create_complete", self.timeout, action="stack %s to be created" % name,
+                 StackName=name)
+            return self.finish(name)
+        status = stack["StackStatus"]
+        if status.endswith(BUSY_SUFFIXES):
+            raise AnnexAWSError("stack %s is busy (%s); run again when it has settled" % (name, status))
+        if status in BROKEN:
+            raise AnnexAWSError("stack %s is in state %s and cannot be updated; remove the setup with "
+                                "state=absent and run again (see its events in the CloudFormation console)"
+                                % (name, status))
+        current = call(self.cf, "GetTemplate", StackName=name).get("TemplateBody")
+        current_params = dict((p["ParameterKey"], p.get("ParameterValue")) for p in stack.get("Parameters", []))
+        drift = (normalise(current) != normalise(template) or current_params != parameters
+                 or tag_dict(stack.get("Tags")) != self.tags)
+        if not drift:
+            self.statuses[name] = status
+            return stack
+        self.changed = True
+        if self.module.check_mode:
+            self.statuses[name] = "would be updated"
+            return stack
+        try:
+            call(self.cf, "UpdateStack", **kwargs)
+        except AnnexAWSError as exc:
+            if "No updates are to be performed" not in exc.message:
+                raise
+            self.changed = False
+            self.statuses[name] = status
+            return stack
+        wait(self.cf, "stack_update_complete", self.timeout, action="stack %s to be updated" % name,
+             StackName=name)
+        return self.finish(name)
+
+    def finish(self, name):
+        stack = describe_stack(self.cf, name)
+        self.statuses[name] = stack["StackStatus"] if stack else "absent"
+        return stack
+
+    def default_vpc(self):
+        if self.params["vpc_id"]:
+            return self.params["vpc_id"]
+        vpcs = call(self.ec2, "DescribeVpcs", Filters=[{"Name": "isDefault", "Values": ["true"]}]).get("Vpcs", [])
+        if not vpcs:
+            raise AnnexAWSError("this region has no default VPC: give vpc_id")
+        return vpcs[0]["VpcId"]
+
+    # ---------- key pair ----------
+    def key_pair_path(self):
+        return self.params["key_pair_file"] or os.path.join(os.path.expanduser("~"), ".condor",
+                                                            "%s.pem" % KEY_PAIR_NAME)
+
+    def describe_key_pair(self):
+        try:
+            pairs = call(self.ec2, "DescribeKeyPairs", KeyNames=[KEY_PAIR_NAME]).get("KeyPairs", [])
+        except AnnexAWSError as exc:
+            if error_code(exc) == "InvalidKeyPair.NotFound":
+                return None
+            raise
+        return pairs[0] if pairs else None
+
+    def ensure_key_pair(self):
+        if not self.params["key_pair"]:
+            return None
+        if self.describe_key_pair() is not None:
+            if not os.path.exists(self.key_pair_path()):
+                self.module.warn("key pair %s exists but its private key is not at %s" % (
+                    KEY_PAIR_NAME, self.key_pair_path()))
+            return KEY_PAIR_NAME
+        self.changed = True
+        if self.module.check_mode:
+            return KEY_PAIR_NAME
+        created = call(self.ec2, "CreateKeyPair", KeyName=KEY_PAIR_NAME, TagSpecifications=[
+            {"ResourceType": "key-pair", "Tags": tag_list(self.tags)}])
+        try:
+            write_private(self.key_pair_path(), created["KeyMaterial"])
+        except (IOError, OSError) as exc:
+            call(self.ec2, "DeleteKeyPair", KeyName=KEY_PAIR_NAME)
+            raise AnnexAWSError("cannot save the private key to %s (%s); key pair not kept" % (
+                self.key_pair_path(), exc))
+        return KEY_PAIR_NAME
+
+    # ---------- user_config ----------
+    def user_config_path(self):
+        return self.params["user_config_path"] or default_user_config_path()
+
+    def update_user_config(self, values):
+        if not self.params["write_user_config"]:
+            return
+        path = self.user_config_path()
+        existing = read_text(path)
+        new = render_user_config(existing or "", self.conn.region, values)
+        if values is None and existing is None:
+            return
+        if new != (existing or ""):
+            self.changed = True
+            if not self.module.check_mode:
+                write_private(path, new)
+        elif existing is not None and not self.module.check_mode:
+            os.chmod(path, 0o600)
+
+    # ---------- present / absent ----------
+    def present(self):
+        bucket_stack = self.ensure_stack(STACK_BUCKET, templates.bucket_template(), {})
+        setup = outputs_of({STACK_BUCKET: bucket_stack}) if bucket_stack else {}
+        bucket = setup.get("bucket") or "(new bucket)"
+        stacks = {STACK_BUCKET: bucket_stack}
+        stacks[STACK_LAMBDA] = self.ensure_stack(STACK_LAMBDA, templates.lambda_template(),
+                                                 {"S3BucketName": bucket})
+        stacks[STACK_PROFILE] = self.ensure_stack(STACK_PROFILE, templates.instance_profile_template(),
+                                                  {"S3BucketName": bucket})
+        stacks[STACK_SG] = self.ensure_stack(
+            STACK_SG, templates.security_group_template(self.params["worker_ingress_cidrs"],
+                                                        self.params["worker_ingress_security_group_ids"]),
+            {"VpcId": self.default_vpc()})
+        setup = outputs_of(dict((k, v) for k, v in stacks.items() if v))
+        key_name = self.ensure_key_pair()
+        values = user_config_values(self.conn.region, setup, key_name,
+                                    self.params["access_key_file"], self.params["secret_key_file"])
+        self.update_user_config(values)
+        return self.result(setup, key_name, dict((k, v) for k, v in values.items() if v))
+
+    def live_annex_instances(self):
+        reservations = paginate(self.ec2, "DescribeInstances", "Reservations", Filters=[
+            {"Name": "tag-key", "Values": [ANNEX_NAME_TAG]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])
+        names = {}
+        for res in reservations:
+            for inst in res["Instances"]:
+                name = tag_dict(inst.get("Tags")).get(ANNEX_NAME_TAG)
+                names[name] = names.get(name, 0) + 1
+        return names
+
+    def remove_lease_rules(self, setup):
+        events = self.conn.client("events")
+        for arn in (setup.get("odi_lease_function_arn"), setup.get("sfr_lease_function_arn")):
+            if not arn:
+                continue
+            for rule in paginate(events, "ListRuleNamesByTarget", "RuleNames", TargetArn=arn):
+                self.changed = True
+                if self.module.check_mode:
+                    continue
+                targets = call(events, "ListTargetsByRule", Rule=rule).get("Targets", [])
+                if targets:
+                    call(events, "RemoveTargets", Rule=rule, Ids=[t["Id"] for t in targets])
+                call(events, "DeleteRule", Name=rule)
+
+    def empty_bucket(self, bucket):
+        s3 = self.conn.client("s3")
+        try:
+            versions = paginate(s3, "ListObjectVersions", "Versions", Bucket=bucket)
+            markers = paginate(s3, "ListObjectVersions", "DeleteMarkers", Bucket=bucket)
+        except AnnexAWSError as exc:
+            if error_code(exc) == "NoSuchBucket":
+                return
+            raise
+        objects = [{"Key": o["Key"], "VersionId": o["VersionId"]} for o in versions + markers]
+        if not objects:
+            return
+        self.changed = True
+        if self.module.check_mode:
+            return
+        for start in range(0, len(objects), 1000):
+            call(s3, "DeleteObjects", Bucket=bucket, Delete={"Objects": objects[start:start + 1000], "Quiet": True})
+
+    def absent(self):
+        live = self.live_annex_instances()
+        if live:
+            raise AnnexAWSError(
+                "annex instances are still running (%s): remove those annexes first "
+                "(htcondor.annex.annex state=absent, or teardown.yml)" % ", ".join(
+                    "%s: %d" % (k, v) for k, v in sorted(live.items(), key=lambda kv: str(kv[0]))))
+        stacks = dict((name, describe_stack(self.cf, name)) for name in STACKS)
+        setup = outputs_of(dict((k, v) for k, v in stacks.items() if v))
+        self.remove_lease_rules(setup)
+        if setup.get("bucket"):
+            self.empty_bucket(setup["bucket"])
+        # Everything else may go in parallel, the bucket last (the others reference it).
+        first = [STACK_SG, STACK_PROFILE, STACK_LAMBDA]
+        for group in (first, [STACK_BUCKET]):
+            deleting = []
+            for name in group:
+                stack = stacks.get(name)
+                if stack is None:
+                    self.statuses[name] = "absent"
+                    continue
+                self.changed = True
+                if self.module.check_mode:
+                    self.statuses[name] = "would be deleted"
+                    continue
+                call(self.cf, "DeleteStack", StackName=name)
+                deleting.append(name)
+            for name in deleting:
+                wait(self.cf, "stack_delete_complete", self.timeout, action="stack %s to be deleted" % name,
+                     StackName=name)
+                self.statuses[name] = "absent"
+        key_name = None
+        pair = self.describe_key_pair()
+        if pair is not None:
+            if tag_dict(pair.get("Tags")).get(MANAGED_BY_KEY) == MANAGED_BY_VALUE:
+                self.changed = True
+                if not self.module.check_mode:
+                    call(self.ec2, "DeleteKeyPair", KeyName=KEY_PAIR_NAME)
+                    path = self.key_pair_path()
+                    if os.path.exists(path):
+                        os.unlink(path)
+            else:
+                key_name = KEY_PAIR_NAME
+                self.module.warn("key pair %s was not created by htcondor.annex; left in place" % KEY_PAIR_NAME)
+        self.update_user_config(None)
+        return self.result({}, key_name, {})
+
+    def result(self, setup, key_name, user_config):
+        return dict(
+            changed=self.changed,
+            stacks=self.statuses,
+            bucket=setup.get("bucket"),
+            odi_lease_function_arn=setup.get("odi_lease_function_arn"),
+            sfr_lease_function_arn=setup.get("sfr_lease_function_arn"),
+            instance_profile_arn=setup.get("instance_profile_arn"),
+            security_group_ids=[setup["security_group_id"]] if setup.get("security_group_id") else [],
+            key_name=key_name,
+            user_config=user_config,
+            region=self.conn.region,
+        )
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
+                           required_together=AWS_REQUIRED_TOGETHER, mutually_exclusive=AWS_MUTUALLY_EXCLUSIVE)
+    if not HAS_BOTO3:
+        module.fail_json(msg=missing_boto3_msg())
+    error = validate(module.params)
+    if error:
+        module.fail_json(msg=error, changed=False)
+    setup = None
+    try:
+        conn = AWSConnection.from_params(module.params)
+        setup = Setup(module, conn)
+        if module.params["state"] == "present":
+            result = setup.present()
+        else:
+            result = setup.absent()
+    except AnnexAWSError as exc:
+        module.fail_json(msg=exc.message, changed=bool(setup and setup.changed),
+                         stacks=setup.statuses if setup else {})
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Helpers for the annex module unit tests: run a module's main() in-process against moto,
+and take an inventory of everything the project could have created (to prove "nothing changed")."""
+
+import os
+from unittest import mock
+
+import boto3
+import pytest
+from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
+
+REGION = "us-east-1"
+
+
+class ModuleExit(Exception):
+    def __init__(self, result):
+        super().__init__(result)
+        self.result = result
+
+
+def run_module(module, args, check_mode=False):
+    """Run module.main() with args; return its result dict (failed=True for fail_json)."""
+    args = dict(args)
+    if check_mode:
+        args["_ansible_check_mode"] = True
+
+    def exit_json(self, **kwargs):
+        kwargs.setdefault("changed", False)
+        kwargs["warnings"] = _warnings()
+        raise ModuleExit(kwargs)
+
+    def fail_json(self, msg, **kwargs):
+        kwargs.pop("exception", None)
+        kwargs.update(msg=msg, failed=True, warnings=_warnings())
+        raise ModuleExit(kwargs)
+
+    with patch_module_args(args), \
+            mock.patch.object(basic.AnsibleModule, "exit_json", exit_json), \
+            mock.patch.object(basic.AnsibleModule, "fail_json", fail_json):
+        try:
+            module.main()
+        except ModuleExit as exc:
+            return exc.result
+    raise AssertionError("module returned without exit_json/fail_json")
+
+
+def _warnings():
+    try:
+        from ansible.module_utils.common.warnings import get_warning_messages
+        return list(get_warning_messages())
+    except Exception:  # pragma: no cover
+        return []
+
+
+@pytest.fixture
+def aws_env(tmp_path, monkeypatch):
+    """Fake credentials, no endpoint override, no instance metadata, HOME in tmp_path."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    return tmp_path
+
+
+@pytest.fixture
+def moto(aws_env):
+    from moto import mock_aws
+    with mock_aws():
+        yield aws_env
+
+
+def inventory(region=REGION):
+    """Everything this project could have created, as comparable data."""
+    cf = boto3.client("cloudformation", region_name=region)
+    ec2 = boto3.client("ec2", region_name=region)
+    s3 = boto3.client("s3", region_name=region)
+    events = boto3.client("events", region_name=region)
+    stacks = sorted(s["StackName"] for s in cf.describe_stacks()["Stacks"]
+                    if s["StackStatus"] != "DELETE_COMPLETE")
+    instances = sorted(i["InstanceId"] for r in ec2.describe_instances()["Reservations"]
+                       for i in r["Instances"] if i["State"]["Name"] != "terminated")
+    objects = {}
+    for bucket in s3.list_buckets().get("Buckets", []):
+        objects[bucket["Name"]] = sorted(o["Key"] for o in
+                                         s3.list_objects_v2(Bucket=bucket["Name"]).get("Contents", []))
+    rules = sorted(r["Name"] for r in events.list_rules().get("Rules", []))
+    keys = sorted(k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"])
+    fleets = sorted(f["SpotFleetRequestId"] for f in ec2.describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
+                    if f["SpotFleetRequestState"] in ("submitted", "active", "modifying"))
+    groups = sorted(g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"])
+    return dict(stacks=stacks, instances=instances, objects=objects, rules=rules, keys=keys,
+                fleets=fleets, groups=groups)
+
+
+def stack_outputs(name, region=REGION):
+    cf = boto3.client("cloudformation", region_name=region)
+    stack = cf.describe_stacks(StackName=name)["Stacks"][0]
+    return dict((o["OutputKey"], o["OutputValue"]) for o in stack.get("Outputs", []))
+
+
+class RequestCounter:
+    """Counts AWS API operations made through botocore (event hook on every client)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, event_name=None, **kwargs):
+        # event_name: before-call.<service>.<Operation>
+        parts = (event_name or "").split(".")
+        if len(parts) >= 3:
+            self.calls.append("%s:%s" % (parts[1], parts[2]))
+
+    def count(self, prefix=""):
+        return len([c for c in self.calls if c.startswith(prefix)])

@@ -1,0 +1,184 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""htcondor.annex.annex_setup against moto in-process."""
+
+import json
+import os
+import stat
+
+import boto3
+import pytest
+
+from annex_helpers import REGION, aws_env, inventory, moto, run_module, stack_outputs  # noqa: F401
+from ansible_collections.htcondor.annex.plugins.modules import annex_setup
+from ansible_collections.htcondor.annex.plugins.module_utils.annex_protocol import STACKS
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def setup(**args):
+    return run_module(annex_setup, args)
+
+
+def test_creates_four_stacks_and_is_idempotent(moto):
+    first = setup()
+    assert first["changed"] is True, first
+    assert set(first["stacks"]) == set(STACKS)
+    assert all(v == "CREATE_COMPLETE" for v in first["stacks"].values())
+    assert first["bucket"] and first["instance_profile_arn"].startswith("arn:aws:iam::")
+    assert first["odi_lease_function_arn"].startswith("arn:aws:lambda:")
+    assert first["region"] == REGION
+    second = setup()
+    assert second["changed"] is False, second
+    assert second["bucket"] == first["bucket"]
+
+
+def test_bucket_private_and_encrypted(moto):
+    setup()
+    # moto's CloudFormation does not apply these bucket properties, so check the template
+    # CloudFormation holds (what AWS applies).
+    cf = boto3.client("cloudformation", region_name=REGION)
+    body = cf.get_template(StackName="HTCondorAnnex-ConfigurationBucket")["TemplateBody"]
+    props = json.loads(json.dumps(body))["Resources"]["ConfigurationBucket"]["Properties"]
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0][
+        "ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+
+
+def test_security_group_not_open_to_world_by_default(moto):
+    result = setup()
+    ec2 = boto3.client("ec2", region_name=REGION)
+    group = ec2.describe_security_groups(GroupIds=result["security_group_ids"])["SecurityGroups"][0]
+    cidrs = [r["CidrIp"] for p in group["IpPermissions"] for r in p["IpRanges"]]
+    assert cidrs == []
+    # only from its own group
+    pairs = [g["GroupId"] for p in group["IpPermissions"] for g in p["UserIdGroupPairs"]]
+    assert pairs == result["security_group_ids"]
+
+
+def test_ingress_change_updates_stack(moto):
+    setup()
+    result = setup(worker_ingress_cidrs=["203.0.113.7/32"])
+    assert result["changed"] is True
+    assert result["stacks"]["HTCondorAnnex-SecurityGroup"] == "UPDATE_COMPLETE"
+    ec2 = boto3.client("ec2", region_name=REGION)
+    group = ec2.describe_security_groups(GroupIds=result["security_group_ids"])["SecurityGroups"][0]
+    ports = sorted(p["FromPort"] for p in group["IpPermissions"] for r in p["IpRanges"]
+                   if r["CidrIp"] == "203.0.113.7/32")
+    assert ports == [22, 9618]
+    assert setup(worker_ingress_cidrs=["203.0.113.7/32"])["changed"] is False
+
+
+def test_instance_profile_policy_matches_protocol(moto):
+    result = setup()
+    role = stack_outputs("HTCondorAnnex-InstanceProfile")["InstanceConfigurationRole"]
+    iam = boto3.client("iam", region_name=REGION)
+    names = iam.list_role_policies(RoleName=role)["PolicyNames"]
+    doc = iam.get_role_policy(RoleName=role, PolicyName=names[0])["PolicyDocument"]
+    if isinstance(doc, str):  # moto's CloudFormation stores the inline policy as a Python repr
+        import ast
+        doc = ast.literal_eval(doc)
+    resources = [s["Resource"] for s in doc["Statement"] if "s3:GetObject" in s["Action"]]
+    assert resources == ["arn:aws:s3:::%s/config-*.tar.gz" % result["bucket"]]
+
+
+def test_lambda_runs_collection_code_on_current_runtime(moto):
+    result = setup()
+    from ansible_collections.htcondor.annex.plugins.module_utils import annex_templates
+    lam = boto3.client("lambda", region_name=REGION)
+    fn = lam.get_function(FunctionName=result["odi_lease_function_arn"])
+    assert fn["Configuration"]["Runtime"] in ("python3.12", "python3.13")
+    assert fn["Configuration"]["Handler"] == "index.handler"
+    assert len(annex_templates.lambda_code()) < 4096
+
+
+def test_user_config_block_region_prefixed_and_private(moto):
+    path = os.path.join(os.environ["HOME"], ".condor", "user_config")
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as handle:
+        handle.write("SEC_PASSWORD_FILE = /home/u/.condor/pool_password\n")
+    result = setup()
+    text = open(path).read()
+    assert text.startswith("SEC_PASSWORD_FILE = /home/u/.condor/pool_password\n")
+    assert "us_east_1.ANNEX_DEFAULT_S3_BUCKET = %s\n" % result["bucket"] in text
+    assert "us_east_1.ANNEX_DEFAULT_ODI_SECURITY_GROUP_IDS = %s\n" % result["security_group_ids"][0] in text
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert result["user_config"]["ANNEX_DEFAULT_AWS_REGION"] == REGION
+    setup(state="absent")
+    assert open(path).read() == "SEC_PASSWORD_FILE = /home/u/.condor/pool_password\n"
+
+
+def test_key_pair_created_private_and_removed(moto, tmp_path):
+    keyfile = str(tmp_path / "k.pem")
+    result = setup(key_pair=True, key_pair_file=keyfile)
+    assert result["key_name"] == "HTCondorAnnex-KeyPair"
+    assert stat.S_IMODE(os.stat(keyfile).st_mode) == 0o600
+    assert "KeyMaterial" not in json.dumps(result) and "PRIVATE KEY" not in json.dumps(result)
+    assert setup(key_pair=True, key_pair_file=keyfile)["changed"] is False
+    setup(state="absent", key_pair_file=keyfile)
+    assert inventory()["keys"] == []
+    assert not os.path.exists(keyfile)
+
+
+def test_check_mode_creates_nothing(moto):
+    before = inventory()
+    result = run_module(annex_setup, {}, check_mode=True)
+    assert result["changed"] is True
+    assert inventory() == before
+    assert not os.path.exists(os.path.join(os.environ["HOME"], ".condor", "user_config"))
+
+
+def test_absent_removes_everything_and_twice_is_safe(moto):
+    before = inventory()
+    result = setup(key_pair=True)
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.put_object(Bucket=result["bucket"], Key="config-x.tar.gz", Body=b"x")
+    events = boto3.client("events", region_name=REGION)
+    events.put_rule(Name="x", ScheduleExpression="rate(5 minutes)")
+    events.put_targets(Rule="x", Targets=[{"Id": "1", "Arn": result["odi_lease_function_arn"]}])
+    gone = setup(state="absent")
+    assert gone["changed"] is True
+    assert all(v == "absent" for v in gone["stacks"].values())
+    after = inventory()
+    assert after == before, (before, after)
+    again = setup(state="absent")
+    assert again["changed"] is False, again
+
+
+def test_absent_refuses_while_annex_instances_run(moto):
+    setup()
+    ec2 = boto3.client("ec2", region_name=REGION)
+    ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, TagSpecifications=[
+        {"ResourceType": "instance", "Tags": [{"Key": "htcondor:AnnexName", "Value": "a1"}]}])
+    before = inventory()
+    result = setup(state="absent")
+    assert result["failed"] and "still running (a1: 1)" in result["msg"]
+    assert inventory() == before
+
+
+def test_unknown_region_fails_before_any_call(moto):
+    before = inventory()
+    result = setup(region="mars-north-1")
+    assert result["failed"] and "unknown region 'mars-north-1'" in result["msg"]
+    assert inventory() == before
+
+
+def test_bad_cidr_rejected(moto):
+    before = inventory()
+    result = setup(worker_ingress_cidrs=["10.0.0.300/8"])
+    assert result["failed"] and "is not a CIDR" in result["msg"]
+    assert inventory() == before
+
+
+def test_missing_credentials(aws_env, monkeypatch):
+    from moto import mock_aws
+    with mock_aws():
+        before = inventory()
+        monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+        monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+        result = setup()
+        assert result["failed"] and result["msg"].startswith("No AWS credentials found")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        assert inventory() == before
