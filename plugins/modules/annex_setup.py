@@ -19,7 +19,7 @@ description:
     collection, and optionally the key pair C(HTCondorAnnex-KeyPair).
   - The bucket is private (public access blocked, encrypted). The lease functions run the
     collection's own Python code on a current Lambda runtime with least-privilege permissions.
-  - The worker security group is B(not) open to the world: workers accept HTCondor (9618) and ssh (22)
+  - The worker security group is B(not) open to the world; workers accept HTCondor (9618) and ssh (22)
     only from O(worker_ingress_cidrs), O(worker_ingress_security_group_ids) and each other.
   - Writes the region-prefixed C(ANNEX_DEFAULT_*) settings into a marked block of the user's
     C(~/.condor/user_config) so that the C(condor_annex) tool (HTCondor 23.x, 24.0) works against the
