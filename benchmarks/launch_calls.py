@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""How many AWS API calls, and how much time, one annex launch costs as the count grows.
+
+    .venv/bin/python benchmarks/launch_calls.py [--counts 1,10,100,1000] [--json FILE]
+
+Starts its own moto server on 127.0.0.1 (a free port; killed at the end), runs the
+htcondor.annex.annex_setup module once, then for each count launches a fresh annex with the
+htcondor.annex.annex module (run as Ansible runs it on the master: a Python process reading its
+arguments from a file) and, with the same arguments again, the idempotent re-run. It prints,
+per count, the AWS requests the moto server recorded (moto's /moto-api/recorder, classified by
+service and action) and the wall time of the module process.
+
+Targets (issue 3): calls per launch constant in count and no more than condor_annex's own
+sequence (about six: connectivity check, function lookup, tarball upload, rule, targets,
+RunInstances) plus the describes idempotence needs; wall time at 1000 within 2x of 1.
+Missed targets are reported, not fatal: the exit status is non-zero only when a launch fails.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests/integration"))
+from moto_server import MotoServer  # noqa: E402
+
+REGION = "us-east-1"
+AMI = "ami-04681a1dbd79675a5"  # an AMI moto knows (Amazon Linux 2)
+MODULE_TIMEOUT = 600
+CONDOR_ANNEX_SEQUENCE = 6
+
+
+def xor_password(password):
+    key = bytes.fromhex("deadbeef")
+    return bytes(b ^ key[i % 4] for i, b in enumerate(password.encode()))
+
+
+class Bench:
+    def __init__(self, moto, tmp):
+        self.moto = moto
+        self.tmp = tmp
+        home = tmp / "home"
+        (home / ".condor").mkdir(parents=True)
+        self.key_file = home / ".condor/publicKeyFile"
+        self.secret_file = home / ".condor/privateKeyFile"
+        self.key_file.write_text("AKIABENCHMARK0000000\n")
+        self.secret_file.write_text("benchmark-secret-not-real\n")
+        self.password_file = tmp / "pool_password"
+        self.password_file.write_bytes(xor_password("benchmark-pool-password"))
+        for path in (self.key_file, self.secret_file, self.password_file):
+            path.chmod(0o600)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        self.env.update(HOME=str(home), PYTHONPATH=str(REPO / "collections"),
+                        AWS_ENDPOINT_URL=moto.url,
+                        AWS_CONFIG_FILE=str(tmp / "none"),
+                        AWS_SHARED_CREDENTIALS_FILE=str(tmp / "none"))
+
+    def aws_args(self):
+        return {"region": REGION, "endpoint_url": self.moto.url,
+                "access_key_file": str(self.key_file), "secret_key_file": str(self.secret_file)}
+
+    def module(self, name, args):
+        """Run one module the way Ansible's local connection does; returns (result, seconds)."""
+        args_file = self.tmp / f"{name}-args.json"
+        args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(self.aws_args(), **args)}))
+        start = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", f"ansible_collections.htcondor.annex.plugins.modules.{name}",
+             str(args_file)],
+            env=self.env, cwd=self.tmp, capture_output=True, text=True, timeout=MODULE_TIMEOUT)
+        elapsed = time.monotonic() - start
+        try:
+            result = json.loads(proc.stdout[proc.stdout.index("{"):])
+        except ValueError:
+            result = {"failed": True, "msg": (proc.stdout + proc.stderr)[-2000:]}
+        return result, elapsed
+
+    def measured(self, name, args):
+        self.moto.start_recording()
+        result, elapsed = self.module(name, args)
+        self.moto.stop_recording()
+        return result, elapsed, self.moto.count_actions()
+
+
+def launch_args(bench, annex, count):
+    return {"name": annex, "state": "present", "count": count, "ami_id": AMI,
+            "instance_type": "t3.micro", "max_instances": max(count, 20),
+            "duration": 1, "idle": 0.25, "password_file": str(bench.password_file),
+            "collector_host": "127.0.0.1:9618", "condor_version": "23.9.6"}
+
+
+def fmt_actions(counter):
+    return ", ".join(f"{action} {n}" if n > 1 else action
+                     for (_service, action), n in sorted(counter.items(), key=lambda kv: kv[0][1]))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--counts", default="1,10,100,1000")
+    parser.add_argument("--json", help="also write the figures to this file")
+    opts = parser.parse_args()
+    counts = [int(c) for c in opts.counts.split(",")]
+
+    rows, failed = [], False
+    with tempfile.TemporaryDirectory(prefix="annex-bench-") as tmp, \
+            MotoServer(validate=True) as moto:
+        bench = Bench(moto, Path(tmp))
+        setup, secs, calls = bench.measured("annex_setup", {"state": "present"})
+        if setup.get("failed"):
+            print(f"annex_setup failed: {setup.get('msg')}", file=sys.stderr)
+            return 1
+        print(f"setup: {sum(calls.values())} AWS calls, {secs:.2f} s (once, not part of a launch)")
+        for count in counts:
+            annex = f"Bench{count}"
+            result, secs, calls = bench.measured("annex", launch_args(bench, annex, count))
+            launched = len(result.get("launched_instance_ids") or [])
+            if result.get("failed") or launched != count:
+                print(f"count {count}: launch failed or launched {launched}: {result.get('msg')}",
+                      file=sys.stderr)
+                failed = True
+            again, secs2, calls2 = bench.measured("annex", launch_args(bench, annex, count))
+            if again.get("failed") or again.get("launched_instance_ids"):
+                print(f"count {count}: re-run failed or launched more: {again.get('msg')}",
+                      file=sys.stderr)
+                failed = True
+            rows.append({"count": count, "calls": sum(calls.values()), "seconds": round(secs, 3),
+                         "actions": {f"{s}:{a}": n for (s, a), n in sorted(calls.items())},
+                         "rerun_calls": sum(calls2.values()), "rerun_seconds": round(secs2, 3),
+                         "rerun_actions": {f"{s}:{a}": n for (s, a), n in sorted(calls2.items())},
+                         "launch_text": fmt_actions(calls), "rerun_text": fmt_actions(calls2)})
+
+    print()
+    print(f"{'count':>6} | {'calls':>5} | {'wall s':>7} | {'re-run calls':>12} | {'re-run s':>8}")
+    print(f"{'-' * 6}-+-{'-' * 5}-+-{'-' * 7}-+-{'-' * 12}-+-{'-' * 8}")
+    for row in rows:
+        print(f"{row['count']:>6} | {row['calls']:>5} | {row['seconds']:>7.2f} | "
+              f"{row['rerun_calls']:>12} | {row['rerun_seconds']:>8.2f}")
+    print()
+    for row in rows:
+        print(f"count {row['count']:>4} launch: {row['launch_text']}")
+        print(f"count {row['count']:>4} re-run: {row['rerun_text']}")
+    if rows:
+        constant = len({r["calls"] for r in rows}) == 1
+        reads = ("Describe", "Get", "List", "Head")
+        mutating = {a: n for a, n in last["actions"].items()
+                    if not a.split(":", 1)[1].startswith(reads)}
+        first, last = rows[0], rows[-1]
+        ratio = last["seconds"] / first["seconds"] if first["seconds"] else float("inf")
+        print()
+        print(f"calls constant in count: {'yes' if constant else 'NO'} "
+              f"({', '.join(str(r['calls']) for r in rows)})")
+        print(f"calls that change something, per launch: {sum(mutating.values())} "
+              f"({', '.join(sorted(m.split(':', 1)[1] for m in mutating))}); reads: "
+              f"{last['calls'] - sum(mutating.values())}; condor_annex's own sequence is about "
+              f"{CONDOR_ANNEX_SEQUENCE} calls")
+        print(f"wall time count {last['count']} / count {first['count']}: {ratio:.2f}x "
+              f"(target <= 2x: {'met' if ratio <= 2 else 'MISSED'})")
+    if opts.json:
+        Path(opts.json).write_text(json.dumps(rows, indent=2))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
