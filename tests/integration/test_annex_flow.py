@@ -17,6 +17,7 @@ import re
 import secrets
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -158,9 +159,12 @@ class PlaybookRun:
     def stats(self):
         return self.data["stats"]["localhost"]
 
+    def results(self, task_prefix):
+        return [t["hosts"]["localhost"] for play in self.data["plays"] for t in play["tasks"]
+                if t["task"]["name"].startswith(task_prefix) and "localhost" in t["hosts"]]
+
     def result(self, task_prefix):
-        found = [t["hosts"]["localhost"] for play in self.data["plays"] for t in play["tasks"]
-                 if t["task"]["name"].startswith(task_prefix) and "localhost" in t["hosts"]]
+        found = self.results(task_prefix)
         assert found, f"no task starting with {task_prefix!r} ran"
         return found[-1]
 
@@ -257,6 +261,17 @@ def test_annex_life_cycle(flow):
     live = flow.instances("MyFirstAnnex")
     assert len(live) == 7
     assert sorted(len([1 for r, _ in live if r == res]) for res in {r for r, _ in live}) == [2, 5]
+
+    # The join wait is bounded: no HTCondor answers here, so it must give up after the timeout,
+    # with a progress line per poll and a message saying what to do.
+    started = time.monotonic()
+    run = flow.playbook("annex_start.yml", "count=7", "annex_wait_for_join=true",
+                        "annex_join_timeout=4", "annex_join_poll=1", rc=2)
+    assert time.monotonic() - started < 120
+    progress = [r["msg"] for r in run.results("Progress")]
+    assert len(progress) >= 2 and all(m.startswith("0/7 workers joined") for m in progress), progress
+    assert "Only 0/7 workers" in run.result("Fail if the workers did not join")["msg"]
+    assert run.result("Launch annex")["changed"] is False
 
     run = flow.playbook("annex_start.yml", "count=3")
     launch = run.result("Launch annex")
