@@ -83,6 +83,17 @@ def annex_id_from_token(token):
     return token.rsplit("_", 1)[0]
 
 
+def fleet_annex_id(fleet):
+    """AnnexID of a DescribeSpotFleetRequests entry: its htcondor:AnnexName tag, else its client token."""
+    tags = list(fleet.get("Tags") or [])
+    for spec in fleet.get("SpotFleetRequestConfig", {}).get("TagSpecifications") or []:
+        tags.extend(spec.get("Tags") or [])
+    for tag in tags:
+        if tag.get("Key") == ANNEX_NAME_TAG:
+            return tag.get("Value")
+    return annex_id_from_token(fleet.get("SpotFleetRequestConfig", {}).get("ClientToken"))
+
+
 def tarball_key(annex_id):
     return "config-%s.tar.gz" % annex_id
 

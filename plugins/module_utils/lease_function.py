@@ -36,9 +36,11 @@ def _fleets(ec2, annex):
     ids = []
     for page in ec2.get_paginator('describe_spot_fleet_requests').paginate():
         for f in page['SpotFleetRequestConfigs']:
-            tok = f.get('SpotFleetRequestConfig', {}).get('ClientToken') or ''
-            if tok.startswith(annex + '_') and f.get('SpotFleetRequestState') in (
-                    'submitted', 'active', 'modifying'):
+            c = f.get('SpotFleetRequestConfig', {})
+            tags = [t for s in c.get('TagSpecifications') or [] for t in s.get('Tags', [])]
+            mine = {'Key': TAG, 'Value': annex} in tags + (f.get('Tags') or [])
+            if (mine or (c.get('ClientToken') or '').startswith(annex + '_')) and f.get(
+                    'SpotFleetRequestState') in ('submitted', 'active', 'modifying'):
                 ids.append(f['SpotFleetRequestId'])
     return ids
 
@@ -50,12 +52,12 @@ def handler(event, context=None, session=None, now=None):
         return {'expired': False, 'AnnexID': annex}
     s = session or boto3.session.Session()
     ec2 = s.client('ec2')
-    ids = _instances(ec2, annex)
-    for n in range(0, len(ids), 500):
-        ec2.terminate_instances(InstanceIds=ids[n:n + 500])
     fleets = _fleets(ec2, annex)
     if fleets:
         ec2.cancel_spot_fleet_requests(SpotFleetRequestIds=fleets, TerminateInstances=True)
+    ids = _instances(ec2, annex)
+    for n in range(0, len(ids), 500):
+        ec2.terminate_instances(InstanceIds=ids[n:n + 500])
     s.client('s3').delete_object(Bucket=event['S3BucketName'], Key='config-%s.tar.gz' % annex)
     ev = s.client('events')
     try:

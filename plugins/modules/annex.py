@@ -1,0 +1,671 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: htcondor.annex contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: annex
+short_description: Launch, grow, extend and remove an HTCondor annex of EC2 workers
+version_added: 0.1.0
+description:
+  - Does what C(condor_annex -count N) / C(-slots N) did, speaking HTCondor's annex protocol with boto3,
+    so workers booted from any annex-compatible AMI (stock C(condor-annex-ec2) boot script) join the pool.
+  - Uploads the worker configuration tarball C(config-<name>.tar.gz) (rendered for the pool's HTCondor
+    version; holds the pool password, which goes nowhere else) to the private setup bucket, creates the
+    lease rule (every 5 minutes, calls the lease function, which terminates the annex once the lease
+    ends) and launches all workers with ONE C(RunInstances) (or C(RequestSpotFleet)) call.
+  - The lease is also enforced on the workers, whose HTCondor exits at lease end so the instance halts
+    and terminates even if the cloud-side schedule fails.
+  - Idempotent. The same O(count) twice launches nothing the second time; a larger O(count) launches
+    only the difference (pending and running instances of the annex count); a smaller one launches
+    nothing and terminates nothing (running jobs are never killed), which the result message says.
+    A changed O(duration) moves the lease end to now + O(duration).
+  - Any failure part-way removes what this call created (tarball, lease rule).
+  - O(state=absent) runs C(condor_off -annex NAME) where HTCondor is reachable, terminates the annex's
+    instances, cancels its Spot Fleet requests (terminating their instances), and deletes its lease
+    rule and tarball.
+  - Runs on the central manager, which holds the pool password file.
+author:
+  - htcondor.annex contributors
+options:
+  name:
+    description:
+      - The annex name (HTCondor's AnnexID); 1 to 27 letters, digits, C(-), C(.) or C(_), starting with a letter or digit.
+    type: str
+    required: true
+  state:
+    description: Whether the annex should exist.
+    type: str
+    choices: [present, absent]
+    default: present
+  count:
+    description:
+      - Number of on-demand instances the annex should have (pending or running). Mutually exclusive with O(slots).
+    type: int
+  slots:
+    description:
+      - Spot Fleet target capacity of the annex. Needs O(spot_fleet_config). Mutually exclusive with O(count).
+    type: int
+  spot_fleet_config:
+    description:
+      - Path of a Spot Fleet request config JSON file (as exported by the EC2 console, the seed's file);
+        must hold C(IamFleetRole) and C(LaunchSpecifications).
+    type: path
+  instance_type:
+    description: EC2 instance type of on-demand workers.
+    type: str
+    default: t3.micro
+  ami_id:
+    description: An annex-compatible AMI (HTCondor and C(condor-annex-ec2) installed). Required with O(count).
+    type: str
+  duration:
+    description: Lease in hours; every worker is terminated when it ends. Must be > 0.
+    type: float
+    default: 8
+  idle:
+    description: Hours a worker may stay without a job before it shuts itself down. Must be > 0.
+    type: float
+    default: 0.25
+  owners:
+    description:
+      - Only jobs of these users may run on the annex. Defaults to the user running the module.
+    type: list
+    elements: str
+  no_owner:
+    description: Let jobs of any user (with C(MayUseAWS = TRUE)) run on the annex.
+    type: bool
+    default: false
+  config_files:
+    description: Extra HTCondor config files for the workers (added to the tarball).
+    type: list
+    elements: path
+    default: []
+  tags:
+    description:
+      - Tags for instances and volumes, in addition to C(htcondor:AnnexName), C(htcondor-annex:managed-by)
+        and C(Name=<name>-worker).
+    type: dict
+    default: {}
+  max_instances:
+    description: Cost guard; refuses any launch that would bring the annex above this many instances (or slots).
+    type: int
+    default: 20
+  password_file:
+    description:
+      - The pool password file on this host. Defaults to C(condor_config_val SEC_PASSWORD_FILE), else
+        C(/etc/condor/passwords.d/POOL). Read here, uploaded only into the private bucket.
+    type: path
+  collector_host:
+    description: The pool's collector as workers must reach it. Defaults to C(condor_config_val COLLECTOR_HOST).
+    type: str
+  condor_version:
+    description:
+      - HTCondor version of the pool, to render the worker config for its identity scheme
+        (C(condor_pool@*) before 24.0, C(condor@password) since). Defaults to the output of C(condor_version).
+    type: str
+  setup:
+    description:
+      - Overrides of the setup values otherwise read from the C(HTCondorAnnex-*) stacks.
+    type: dict
+    suboptions:
+      bucket:
+        description: Configuration bucket name.
+        type: str
+      odi_lease_function_arn:
+        description: On-demand lease function ARN.
+        type: str
+      sfr_lease_function_arn:
+        description: Spot Fleet lease function ARN.
+        type: str
+      instance_profile_arn:
+        description: Worker instance profile ARN.
+        type: str
+      security_group_id:
+        description: Worker security group id.
+        type: str
+      key_name:
+        description: EC2 key pair for the workers.
+        type: str
+  user_config_path:
+    description:
+      - C(condor_annex) user config written by M(htcondor.annex.annex_setup); the key pair name is read from
+        it. Defaults to C(~/.condor/user_config).
+    type: path
+  condor_off:
+    description: With O(state=absent), send C(condor_off -annex NAME) first (where HTCondor is reachable).
+    type: bool
+    default: true
+extends_documentation_fragment:
+  - htcondor.annex.aws
+attributes:
+  check_mode:
+    support: full
+'''
+
+EXAMPLES = r'''
+- name: Five on-demand workers for 8 hours, shutting down after 15 idle minutes
+  htcondor.annex.annex:
+    name: MyFirstAnnex
+    count: 5
+    ami_id: ami-0123456789abcdef0
+    instance_type: t3.micro
+    duration: 8
+    idle: 0.25
+    tags:
+      project: jwst
+
+- name: A Spot Fleet annex of 10 slots from the console's JSON export
+  htcondor.annex.annex:
+    name: SpotAnnex
+    slots: 10
+    spot_fleet_config: ~/.condor/spot-fleet.json
+
+- name: Turn the annex off and terminate it
+  htcondor.annex.annex:
+    name: MyFirstAnnex
+    state: absent
+'''
+
+RETURN = r'''
+annex_id:
+  description: The annex name (AnnexID).
+  returned: always
+  type: str
+instance_ids:
+  description: All live (pending or running) instances of the annex after the run.
+  returned: always
+  type: list
+  elements: str
+launched_instance_ids:
+  description: Instances launched by this run.
+  returned: always
+  type: list
+  elements: str
+requested:
+  description: The requested count or slots.
+  returned: when state=present
+  type: int
+live:
+  description: Live instances (on-demand) or live target capacity (Spot Fleet) after the run.
+  returned: always
+  type: int
+lease_expiration:
+  description: When the lease ends (ISO 8601, UTC).
+  returned: when state=present
+  type: str
+  sample: "2025-01-01T20:00:00Z"
+client_token:
+  description: Client token of this run's launch (C(<name>_<uuid>)), or null if nothing was launched.
+  returned: always
+  type: str
+spot_fleet_request_ids:
+  description: Spot Fleet requests of the annex.
+  returned: always
+  type: list
+  elements: str
+msg:
+  description: What happened, in words.
+  returned: always
+  type: str
+'''
+
+import getpass
+import json
+import os
+import re
+from datetime import datetime, timezone
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
+    AWS_ARGUMENT_SPEC, AWS_MUTUALLY_EXCLUSIVE, AWS_REQUIRED_TOGETHER, HAS_BOTO3, MANAGED_BY_KEY,
+    AWSConnection, AnnexAWSError, call, error_code, managed_tags, missing_boto3_msg, paginate,
+    resolve_region, tag_list, validate_region, validate_tags,
+)
+from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
+from ansible_collections.htcondor.annex.plugins.module_utils.annex_setup_lib import (
+    default_user_config_path, load_setup, parse_user_config_block, read_text,
+)
+from ansible_collections.htcondor.annex.plugins.module_utils.condor_cli import CondorCLI
+
+LIVE_STATES = ["pending", "running"]
+ALL_STATES = ["pending", "running", "stopping", "stopped"]
+FLEET_LIVE = ("submitted", "active", "modifying")
+DEFAULT_PASSWORD_FILE = "/etc/condor/passwords.d/POOL"
+SETUP_KEYS = ("bucket", "odi_lease_function_arn", "sfr_lease_function_arn", "instance_profile_arn",
+              "security_group_id", "key_name")
+
+
+def argument_spec():
+    spec = dict(AWS_ARGUMENT_SPEC)
+    spec.update(
+        name=dict(type="str", required=True),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+        count=dict(type="int"),
+        slots=dict(type="int"),
+        spot_fleet_config=dict(type="path"),
+        instance_type=dict(type="str", default="t3.micro"),
+        ami_id=dict(type="str"),
+        duration=dict(type="float", default=8.0),
+        idle=dict(type="float", default=0.25),
+        owners=dict(type="list", elements="str"),
+        no_owner=dict(type="bool", default=False),
+        config_files=dict(type="list", elements="path", default=[]),
+        tags=dict(type="dict", default={}),
+        max_instances=dict(type="int", default=20),
+        password_file=dict(type="path", no_log=False),
+        collector_host=dict(type="str"),
+        condor_version=dict(type="str"),
+        setup=dict(type="dict", options=dict((k, dict(type="str")) for k in SETUP_KEYS)),
+        user_config_path=dict(type="path"),
+        condor_off=dict(type="bool", default=True),
+    )
+    return spec
+
+
+class InputError(Exception):
+    pass
+
+
+def load_spot_fleet_config(path):
+    if not path:
+        raise InputError("slots needs spot_fleet_config: the path of a Spot Fleet request config JSON "
+                         "file holding IamFleetRole and LaunchSpecifications")
+    try:
+        with open(path, "r") as handle:
+            text = handle.read()
+    except (IOError, OSError) as exc:
+        raise InputError("spot_fleet_config %s cannot be read: %s" % (path, exc.strerror or exc))
+    try:
+        config = json.loads(text)
+    except ValueError as exc:
+        raise InputError("spot_fleet_config %s is not valid JSON: %s" % (path, exc))
+    if isinstance(config, dict) and isinstance(config.get("SpotFleetRequestConfig"), dict):
+        config = config["SpotFleetRequestConfig"]
+    if not isinstance(config, dict):
+        raise InputError("spot_fleet_config %s must hold a JSON object" % path)
+    missing = [k for k in ("IamFleetRole", "LaunchSpecifications") if not config.get(k)]
+    if missing:
+        raise InputError("spot_fleet_config %s lacks %s (a Spot Fleet request config needs IamFleetRole "
+                         "and LaunchSpecifications)" % (path, " and ".join(missing)))
+    if not isinstance(config["LaunchSpecifications"], list) or \
+            not all(isinstance(s, dict) for s in config["LaunchSpecifications"]):
+        raise InputError("spot_fleet_config %s: LaunchSpecifications must be a list of objects" % path)
+    return config
+
+
+def validate(params):
+    """Check every option; raise InputError with a clear message. No AWS call here."""
+    error = proto.validate_annex_id(params["name"])
+    if error:
+        raise InputError(error)
+    error = validate_region(resolve_region(params["region"]))
+    if error:
+        raise InputError(error)
+    if params["max_attempts"] < 1:
+        raise InputError("max_attempts must be at least 1")
+    if params["state"] == "absent":
+        return
+    count, slots = params["count"], params["slots"]
+    if count is not None and slots is not None:
+        raise InputError("give either count (on-demand instances) or slots (Spot Fleet), not both")
+    if count is None and slots is None:
+        raise InputError("state=present needs count (on-demand instances) or slots (Spot Fleet capacity)")
+    if params["max_instances"] < 1:
+        raise InputError("max_instances must be at least 1 (got %d)" % params["max_instances"])
+    what, number = ("count", count) if count is not None else ("slots", slots)
+    if number < 1:
+        raise InputError("%s must be at least 1 (got %d); to remove an annex use state=absent" % (what, number))
+    if number > params["max_instances"]:
+        raise InputError("%s %d is above max_instances (%d), the cost guard; raise max_instances if you "
+                         "really want that many" % (what, number, params["max_instances"]))
+    for option in ("duration", "idle"):
+        if params[option] <= 0:
+            raise InputError("%s must be more than 0 hours (got %s)" % (option, params[option]))
+    if count is not None:
+        if not params["ami_id"]:
+            raise InputError("count needs ami_id: an annex-compatible AMI (HTCondor + condor-annex-ec2)")
+        if not re.match(r"^ami-[0-9a-zA-Z]+$", params["ami_id"]):
+            raise InputError("ami_id %r is not an AMI id (ami-...)" % params["ami_id"])
+    else:
+        params["_spot_config"] = load_spot_fleet_config(params["spot_fleet_config"])
+    for owner in params["owners"] or []:
+        if not proto.OWNER_RE.match(owner):
+            raise InputError("owner %r is not a user name HTCondor can match" % owner)
+    error = validate_tags(params["tags"])
+    if error:
+        raise InputError(error)
+    reserved = [k for k in params["tags"] if k in (proto.ANNEX_NAME_TAG, MANAGED_BY_KEY)]
+    if reserved:
+        raise InputError("tag %s is set by the module and cannot be given" % reserved[0])
+    for path in params["config_files"]:
+        if not os.path.isfile(path):
+            raise InputError("config file %s does not exist" % path)
+
+
+class Annex:
+
+    def __init__(self, module, conn, condor):
+        self.module = module
+        self.params = module.params
+        self.name = module.params["name"]
+        self.conn = conn
+        self.condor = condor
+        self.ec2 = conn.client("ec2")
+        self.changed = False
+        self.result = dict(annex_id=self.name, instance_ids=[], launched_instance_ids=[], client_token=None,
+                           spot_fleet_request_ids=[], live=0)
+        self.notes = []
+
+    # ---------- reading state ----------
+    def live_instances(self, states=None):
+        reservations = paginate(self.ec2, "DescribeInstances", "Reservations", Filters=[
+            {"Name": "tag:%s" % proto.ANNEX_NAME_TAG, "Values": [self.name]},
+            {"Name": "instance-state-name", "Values": states or LIVE_STATES}])
+        return [i["InstanceId"] for r in reservations for i in r["Instances"]]
+
+    def fleets(self):
+        found = []
+        for fleet in paginate(self.ec2, "DescribeSpotFleetRequests", "SpotFleetRequestConfigs"):
+            if proto.fleet_annex_id(fleet) == self.name and fleet.get("SpotFleetRequestState") in FLEET_LIVE:
+                found.append(fleet)
+        return found
+
+    def describe_rule(self, events):
+        try:
+            return call(events, "DescribeRule", Name=self.name)
+        except AnnexAWSError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+
+    # ---------- inputs from the host ----------
+    def password_bytes(self):
+        path = self.params["password_file"] or self.condor.config_val("SEC_PASSWORD_FILE") or DEFAULT_PASSWORD_FILE
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except (IOError, OSError) as exc:
+            raise InputError("cannot read the pool password file %s (%s): run as a user who can read it "
+                             "(usually root) or set password_file" % (path, exc.strerror or exc))
+        if not data:
+            raise InputError("the pool password file %s is empty" % path)
+        return data
+
+    def version(self):
+        text = self.params["condor_version"]
+        version = proto.parse_condor_version(text) if text else self.condor.version()
+        if version is None:
+            raise InputError("cannot tell the pool's HTCondor version (condor_version %s): set condor_version, "
+                             "e.g. '23.9.6'" % ("%r is not a version" % text if text else "is not available here"))
+        return version
+
+    def collector(self):
+        host = self.params["collector_host"] or self.condor.config_val("COLLECTOR_HOST")
+        if not host:
+            raise InputError("cannot tell the pool's collector (condor_config_val COLLECTOR_HOST gave nothing): "
+                             "set collector_host to the address workers reach the central manager at")
+        if not re.match(r"^[A-Za-z0-9_.:\[\]-]+$", host):
+            raise InputError("collector_host %r is not a host[:port]" % host)
+        return host
+
+    def owners(self):
+        if self.params["no_owner"]:
+            return None
+        return self.params["owners"] or [getpass.getuser()]
+
+    def key_name(self, setup):
+        if setup.get("key_name"):
+            return setup["key_name"]
+        path = self.params["user_config_path"] or default_user_config_path()
+        return parse_user_config_block(read_text(path), self.conn.region).get("ANNEX_DEFAULT_ODI_KEY_NAME")
+
+    def tarball(self, lease_end):
+        extra = []
+        for index, path in enumerate(self.params["config_files"]):
+            with open(path, "rb") as handle:
+                extra.append((proto.extra_file_name(index, path), handle.read()))
+        config = proto.render_worker_config(self.name, self.collector(), self.version(), self.params["idle"],
+                                            self.owners(), lease_end)
+        return proto.build_tarball(config, proto.render_lease_config(self.name, lease_end),
+                                   self.password_bytes(), extra)
+
+    # ---------- present ----------
+    def present(self):
+        spot = self.params["slots"] is not None
+        requested = self.params["slots"] if spot else self.params["count"]
+        # Host-side inputs first: a missing password file must fail before any AWS call.
+        host_inputs = (self.collector(), self.version(), self.password_bytes())
+        del host_inputs
+        setup = load_setup(self.conn.client("cloudformation"), self.params["setup"])
+        events = self.conn.client("events")
+        if spot:
+            fleets = self.fleets()
+            live = sum(int(f["SpotFleetRequestConfig"].get("TargetCapacity", 0)) for f in fleets)
+            self.result["spot_fleet_request_ids"] = [f["SpotFleetRequestId"] for f in fleets]
+        else:
+            instances = self.live_instances()
+            live = len(instances)
+            self.result["instance_ids"] = sorted(instances)
+        rule = self.describe_rule(events)
+        old_duration, old_end = proto.parse_lease_description(rule.get("Description") if rule else None)
+        lease_changed = rule is None or old_duration != float(self.params["duration"]) or old_end is None
+        lease_end = proto.lease_expiration(self.params["duration"]) if lease_changed else old_end
+        to_launch = max(0, requested - live)
+        self.result.update(requested=requested, live=live, lease_expiration=proto.iso8601(lease_end))
+        if to_launch == 0:
+            if requested < live:
+                self.notes.append("annex %s has %d live %s, more than the %d requested: nothing was launched and "
+                                  "nothing terminated (running jobs are never killed; idle workers shut down by "
+                                  "themselves, or use state=absent)" % (self.name, live, "slots" if spot else
+                                                                        "instances", requested))
+            else:
+                self.notes.append("annex %s already has %d live %s: nothing launched" % (
+                    self.name, live, "slots" if spot else "instances"))
+            if rule is not None and lease_changed and live > 0:
+                self.changed = True
+                if not self.module.check_mode:
+                    self.put_lease(events, setup, spot, lease_end)
+                self.notes.append("lease moved to %s (cloud side; running workers keep their worker-side stop "
+                                  "time %s)" % (proto.iso8601(lease_end), proto.iso8601(old_end) if old_end else "?"))
+            return self.finish()
+        if live + to_launch > self.params["max_instances"]:
+            raise InputError("launching %d more would bring annex %s to %d, above max_instances (%d)" % (
+                to_launch, self.name, live + to_launch, self.params["max_instances"]))
+        self.changed = True
+        if self.module.check_mode:
+            self.notes.append("would launch %d %s" % (to_launch, "slots" if spot else "instances"))
+            return self.finish()
+        self.launch(events, setup, spot, to_launch, lease_end, rule)
+        return self.finish()
+
+    def put_lease(self, events, setup, spot, lease_end):
+        function = setup["sfr_lease_function_arn"] if spot else setup["odi_lease_function_arn"]
+        call(events, "PutRule", Name=self.name, ScheduleExpression=proto.LEASE_RULE_SCHEDULE, State="ENABLED",
+             Description=proto.lease_description(self.params["duration"], lease_end),
+             Tags=tag_list(managed_tags({proto.ANNEX_NAME_TAG: self.name})))
+        call(events, "PutTargets", Rule=self.name, Targets=[{
+            "Id": proto.LEASE_TARGET_ID, "Arn": function,
+            "Input": proto.lease_input(self.name, setup["bucket"], lease_end)}])
+
+    def launch(self, events, setup, spot, to_launch, lease_end, old_rule):
+        s3 = self.conn.client("s3")
+        key = proto.tarball_key(self.name)
+        body = self.tarball(lease_end)
+        token = proto.client_token(self.name)
+        created_tarball = created_rule = False
+        try:
+            call(s3, "PutObject", Bucket=setup["bucket"], Key=key, Body=body, ServerSideEncryption="AES256")
+            created_tarball = old_rule is None
+            created_rule = True
+            self.put_lease(events, setup, spot, lease_end)
+            if spot:
+                request_id = self.request_spot_fleet(setup, token, to_launch, lease_end)
+                self.result["spot_fleet_request_ids"].append(request_id)
+                self.result["live"] += to_launch
+            else:
+                launched = self.run_instances(setup, token, to_launch)
+                self.result["launched_instance_ids"] = launched
+                self.result["instance_ids"] = sorted(self.result["instance_ids"] + launched)
+                self.result["live"] = len(self.result["instance_ids"])
+            self.result["client_token"] = token
+            self.notes.append("launched %d %s for annex %s (client token %s)" % (
+                to_launch, "slots" if spot else "instances", self.name, token))
+        except Exception as exc:
+            self.rollback(events, s3, setup, key, created_tarball, created_rule, old_rule, spot)
+            if isinstance(exc, AnnexAWSError):
+                raise AnnexAWSError("%s; rolled back what this run created" % exc.message, code=exc.code)
+            raise
+
+    def rollback(self, events, s3, setup, key, created_tarball, created_rule, old_rule, spot):
+        """Undo this run: delete the tarball and rule it created, or restore the rule it changed."""
+        self.changed = False
+        steps = []
+        if created_rule and old_rule is None:
+            steps.append(("RemoveTargets", events, dict(Rule=self.name, Ids=[proto.LEASE_TARGET_ID])))
+            steps.append(("DeleteRule", events, dict(Name=self.name)))
+        elif created_rule:
+            duration, end = proto.parse_lease_description(old_rule.get("Description"))
+            if end is not None:
+                function = setup["sfr_lease_function_arn"] if spot else setup["odi_lease_function_arn"]
+                steps.append(("PutRule", events, dict(Name=self.name, ScheduleExpression=proto.LEASE_RULE_SCHEDULE,
+                                                      State="ENABLED", Description=old_rule.get("Description"))))
+                steps.append(("PutTargets", events, dict(Rule=self.name, Targets=[{
+                    "Id": proto.LEASE_TARGET_ID, "Arn": function,
+                    "Input": proto.lease_input(self.name, setup["bucket"], end)}])))
+        if created_tarball:
+            steps.append(("DeleteObject", s3, dict(Bucket=setup["bucket"], Key=key)))
+        for operation, client, kwargs in steps:
+            try:
+                call(client, operation, **kwargs)
+            except AnnexAWSError as exc:
+                if error_code(exc) in ("ResourceNotFoundException", "NoSuchKey"):
+                    continue
+                self.changed = True
+                self.module.warn("rollback incomplete (%s): remove annex %s with state=absent" % (
+                    exc.message, self.name))
+
+    def tag_specifications(self, resource_types):
+        tags = dict(self.params["tags"])
+        tags.setdefault("Name", "%s-worker" % self.name)
+        tags = managed_tags(tags)
+        tags[proto.ANNEX_NAME_TAG] = self.name
+        return [{"ResourceType": kind, "Tags": tag_list(tags)} for kind in resource_types]
+
+    def run_instances(self, setup, token, count):
+        kwargs = dict(
+            ImageId=self.params["ami_id"], InstanceType=self.params["instance_type"], MinCount=count, MaxCount=count,
+            ClientToken=token, IamInstanceProfile={"Arn": setup["instance_profile_arn"]},
+            SecurityGroupIds=[setup["security_group_id"]], InstanceInitiatedShutdownBehavior="terminate",
+            TagSpecifications=self.tag_specifications(["instance", "volume"]),
+        )
+        key_name = self.key_name(setup)
+        if key_name:
+            kwargs["KeyName"] = key_name
+        response = call(self.ec2, "RunInstances", **kwargs)
+        return [i["InstanceId"] for i in response.get("Instances", [])]
+
+    def request_spot_fleet(self, setup, token, capacity, lease_end):
+        config = json.loads(json.dumps(self.params["_spot_config"]))
+        for drop in ("SpotFleetRequestId", "SpotFleetRequestState", "CreateTime"):
+            config.pop(drop, None)
+        config["TargetCapacity"] = capacity
+        config["ClientToken"] = token
+        config.setdefault("AllocationStrategy", "lowestPrice")
+        config["ValidUntil"] = datetime.fromtimestamp(lease_end, tz=timezone.utc)
+        config["TerminateInstancesWithExpiration"] = True
+        key_name = self.key_name(setup)
+        for spec in config["LaunchSpecifications"]:
+            spec["IamInstanceProfile"] = {"Arn": setup["instance_profile_arn"]}
+            spec.setdefault("SecurityGroups", [{"GroupId": setup["security_group_id"]}])
+            if key_name:
+                spec.setdefault("KeyName", key_name)
+            spec["TagSpecifications"] = self.tag_specifications(["instance"])
+        config["TagSpecifications"] = self.tag_specifications(["spot-fleet-request"])
+        response = call(self.ec2, "RequestSpotFleet", SpotFleetRequestConfig=config)
+        return response["SpotFleetRequestId"]
+
+    # ---------- absent ----------
+    def absent(self):
+        events = self.conn.client("events")
+        instances = self.live_instances(ALL_STATES)
+        fleets = self.fleets()
+        rule = self.describe_rule(events)
+        try:
+            setup = load_setup(self.conn.client("cloudformation"), self.params["setup"])
+        except AnnexAWSError as exc:
+            if exc.code != "SetupMissing":
+                raise
+            setup = {}
+        s3 = self.conn.client("s3")
+        key = proto.tarball_key(self.name)
+        has_tarball = False
+        if setup.get("bucket"):
+            try:
+                call(s3, "HeadObject", Bucket=setup["bucket"], Key=key)
+                has_tarball = True
+            except AnnexAWSError as exc:
+                if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
+                    raise
+        if not (instances or fleets or rule or has_tarball):
+            self.notes.append("annex %s does not exist" % self.name)
+            return self.finish()
+        self.changed = True
+        self.result["spot_fleet_request_ids"] = [f["SpotFleetRequestId"] for f in fleets]
+        if self.module.check_mode:
+            self.notes.append("would turn off and remove annex %s (%d instances, %d fleets)" % (
+                self.name, len(instances), len(fleets)))
+            return self.finish()
+        if self.params["condor_off"] and (instances or fleets):
+            if self.condor.off(self.name):
+                self.notes.append("sent condor_off -annex %s" % self.name)
+        if fleets:  # first, so the fleets do not replace the instances terminated below
+            call(self.ec2, "CancelSpotFleetRequests", SpotFleetRequestIds=self.result["spot_fleet_request_ids"],
+                 TerminateInstances=True)
+            instances = self.live_instances(ALL_STATES)
+        for start in range(0, len(instances), 500):
+            call(self.ec2, "TerminateInstances", InstanceIds=instances[start:start + 500])
+        if rule is not None:
+            targets = call(events, "ListTargetsByRule", Rule=self.name).get("Targets", [])
+            if targets:
+                call(events, "RemoveTargets", Rule=self.name, Ids=[t["Id"] for t in targets])
+            call(events, "DeleteRule", Name=self.name)
+        if has_tarball:
+            call(s3, "DeleteObject", Bucket=setup["bucket"], Key=key)
+        self.notes.append("annex %s removed: %d instances terminated, %d fleets cancelled, lease rule %s" % (
+            self.name, len(instances), len(fleets), "deleted" if rule else "already gone"))
+        return self.finish()
+
+    def finish(self):
+        self.result["changed"] = self.changed
+        self.result["msg"] = "; ".join(self.notes)
+        return self.result
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
+                           required_together=AWS_REQUIRED_TOGETHER, mutually_exclusive=AWS_MUTUALLY_EXCLUSIVE)
+    if not HAS_BOTO3:
+        module.fail_json(msg=missing_boto3_msg())
+    annex = None
+    condor = CondorCLI(module)
+    try:
+        validate(module.params)
+        conn = AWSConnection.from_params(module.params)
+        annex = Annex(module, conn, condor)
+        result = annex.present() if module.params["state"] == "present" else annex.absent()
+    except (InputError, AnnexAWSError) as exc:
+        module.fail_json(msg=str(exc) if isinstance(exc, InputError) else exc.message,
+                         changed=bool(annex and annex.changed))
+    for warning in condor.warnings:
+        module.warn(warning)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

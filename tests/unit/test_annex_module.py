@@ -1,0 +1,375 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""htcondor.annex.annex against moto in-process: launches, idempotence, leases, rollback,
+bad input (one test per case: message + nothing created), and the worker-side protocol."""
+
+import io
+import json
+import tarfile
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+
+from annex_helpers import REGION, aws_env, inventory, moto, run_module  # noqa: F401
+from ansible_collections.htcondor.annex.plugins.modules import annex, annex_setup
+from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+AMI = "ami-04681a1dbd79675a5"
+PASSWORD = b"\xad\x9e\xdd\x9d\xbb\xd9"  # "s3cret" in HTCondor's pool password format
+
+
+@pytest.fixture
+def pool(moto, tmp_path):
+    """Setup done, a pool password file, and the launch args a master would supply."""
+    result = run_module(annex_setup, {})
+    assert result["changed"], result
+    password = tmp_path / "POOL"
+    password.write_bytes(PASSWORD)
+    password.chmod(0o600)
+    args = dict(name="a1", count=2, ami_id=AMI, password_file=str(password), collector_host="cm.example.org:9618",
+                condor_version="23.9.6", owners=["alice"])
+    return dict(setup=result, args=args, tmp=tmp_path)
+
+
+def launch(pool, check_mode=False, **overrides):
+    args = dict(pool["args"])
+    args.update(overrides)
+    return run_module(annex, args, check_mode=check_mode)
+
+
+def instances(name="a1", states=("pending", "running")):
+    ec2 = boto3.client("ec2", region_name=REGION)
+    res = ec2.describe_instances(Filters=[{"Name": "tag:htcondor:AnnexName", "Values": [name]},
+                                          {"Name": "instance-state-name", "Values": list(states)}])
+    return [i for r in res["Reservations"] for i in r["Instances"]]
+
+
+def tarball(pool, name="a1"):
+    s3 = boto3.client("s3", region_name=REGION)
+    body = s3.get_object(Bucket=pool["setup"]["bucket"], Key="config-%s.tar.gz" % name)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+        return dict((m.name, tar.extractfile(m).read()) for m in tar.getmembers())
+
+
+# ---------------------------------------------------------------- launching
+
+def test_launch_one_call_tags_and_protocol(pool):
+    result = launch(pool)
+    assert result["changed"] is True, result
+    assert len(result["launched_instance_ids"]) == 2 and result["live"] == 2
+    assert result["client_token"].startswith("a1_")
+    found = instances()
+    assert sorted(i["InstanceId"] for i in found) == sorted(result["instance_ids"])
+    for inst in found:
+        tags = dict((t["Key"], t["Value"]) for t in inst["Tags"])
+        assert tags["htcondor:AnnexName"] == "a1" and tags["Name"] == "a1-worker"
+        assert tags["htcondor-annex:managed-by"] == "htcondor.annex"
+        assert inst["ClientToken"] == result["client_token"]
+        # moto associates the profile with the first instance of a reservation only
+        if "IamInstanceProfile" in inst:
+            assert inst["IamInstanceProfile"]["Arn"] == pool["setup"]["instance_profile_arn"]
+        assert [g["GroupId"] for g in inst["SecurityGroups"]] == pool["setup"]["security_group_ids"]
+    assert any("IamInstanceProfile" in i for i in found)
+    # one reservation = one RunInstances call for both
+    ec2 = boto3.client("ec2", region_name=REGION)
+    reservations = ec2.describe_instances(InstanceIds=result["instance_ids"])["Reservations"]
+    assert len(reservations) == 1
+    events = boto3.client("events", region_name=REGION)
+    target = events.list_targets_by_rule(Rule="a1")["Targets"][0]
+    assert target["Arn"] == pool["setup"]["odi_lease_function_arn"]
+    lease = json.loads(target["Input"])
+    assert lease["AnnexID"] == "a1" and lease["S3BucketName"] == pool["setup"]["bucket"]
+    assert events.describe_rule(Name="a1")["ScheduleExpression"] == "rate(5 minutes)"
+
+
+def test_password_only_in_bucket(pool):
+    result = launch(pool)
+    assert "s3cret" not in json.dumps(result) and PASSWORD.decode("latin-1") not in json.dumps(result)
+    files = tarball(pool)
+    assert files["password_file.pl"] == PASSWORD
+    for inst in instances():
+        assert all(PASSWORD.decode("latin-1") not in t["Value"] for t in inst["Tags"])
+    ec2 = boto3.client("ec2", region_name=REGION)
+    user_data = ec2.describe_instance_attribute(InstanceId=result["instance_ids"][0], Attribute="userData")
+    assert not user_data.get("UserData", {}).get("Value")
+
+
+def test_worker_config_rendered_per_version(pool):
+    launch(pool)
+    config = tarball(pool)["00ec2-dynamic.config"].decode()
+    assert "ANNEX_POOL_IDENTITY = condor_pool@*" in config
+    assert 'AnnexName = "a1"' in config and "IsAnnex = TRUE" in config
+    assert "STARTD_ATTRS = $(STARTD_ATTRS) AnnexName IsAnnex" in config
+    assert "MASTER_ATTRS = $(MASTER_ATTRS) AnnexName IsAnnex" in config
+    assert "STARTD_NOCLAIM_SHUTDOWN = 900" in config
+    assert 'START = (MayUseAWS == TRUE) && stringListMember(Owner, "alice")' in config
+    assert "SEC_DEFAULT_ENCRYPTION = REQUIRED" in config and "SEC_DEFAULT_INTEGRITY = REQUIRED" in config
+    assert "COLLECTOR_HOST = cm.example.org:9618" in config
+    lease = tarball(pool)["99-htcondor-annex-lease.config"].decode()
+    assert "STARTD.DAEMON_SHUTDOWN = time() > $(ANNEX_LEASE_END)" in lease
+    launch(pool, name="a25", condor_version="25.0.1", no_owner=True)
+    config = tarball(pool, "a25")["00ec2-dynamic.config"].decode()
+    assert "ANNEX_POOL_IDENTITY = condor@password" in config
+    assert "START = MayUseAWS == TRUE" in config
+
+
+def test_same_count_twice_launches_nothing(pool):
+    first = launch(pool)
+    second = launch(pool)
+    assert second["changed"] is False, second
+    assert second["launched_instance_ids"] == [] and second["client_token"] is None
+    assert sorted(second["instance_ids"]) == sorted(first["instance_ids"])
+    assert second["lease_expiration"] == first["lease_expiration"]
+    assert len(instances()) == 2
+
+
+def test_count_up_launches_difference(pool):
+    launch(pool)
+    result = launch(pool, count=5)
+    assert result["changed"] is True and len(result["launched_instance_ids"]) == 3
+    assert len(instances()) == 5 and result["live"] == 5
+
+
+def test_count_down_launches_nothing_and_says_so(pool):
+    launch(pool, count=3)
+    result = launch(pool, count=1)
+    assert result["changed"] is False
+    assert "nothing terminated" in result["msg"]
+    assert len(instances()) == 3
+
+
+def test_changed_duration_extends_lease(pool):
+    first = launch(pool)
+    result = launch(pool, duration=12)
+    assert result["changed"] is True and result["launched_instance_ids"] == []
+    assert result["lease_expiration"] > first["lease_expiration"]
+    events = boto3.client("events", region_name=REGION)
+    lease = json.loads(events.list_targets_by_rule(Rule="a1")["Targets"][0]["Input"])
+    assert proto.iso8601(int(lease["LeaseExpiration"])) == result["lease_expiration"]
+    assert launch(pool, duration=12)["changed"] is False
+
+
+def test_check_mode_launches_nothing(pool):
+    before = inventory()
+    result = launch(pool, check_mode=True)
+    assert result["changed"] is True and "would launch 2" in result["msg"]
+    assert inventory() == before
+
+
+def test_absent_terminates_and_removes_lease_twice_safe(pool):
+    launch(pool)
+    result = run_module(annex, dict(name="a1", state="absent"))
+    assert result["changed"] is True, result
+    assert instances() == []
+    assert inventory()["rules"] == []
+    assert inventory()["objects"][pool["setup"]["bucket"]] == []
+    assert any("condor_off" in w for w in result["warnings"]) or "condor_off" in result["msg"]
+    again = run_module(annex, dict(name="a1", state="absent"))
+    assert again["changed"] is False
+
+
+def test_spot_fleet_annex(pool):
+    fleet = pool["tmp"] / "fleet.json"
+    fleet.write_text(json.dumps({
+        "IamFleetRole": "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role",
+        "AllocationStrategy": "lowestPrice", "TargetCapacity": 1, "SpotPrice": "0.05",
+        "LaunchSpecifications": [{"ImageId": AMI, "InstanceType": "t3.micro", "WeightedCapacity": 1}]}))
+    result = launch(pool, name="s1", count=None, ami_id=None, slots=3, spot_fleet_config=str(fleet))
+    assert result["changed"] is True, result
+    assert len(result["spot_fleet_request_ids"]) == 1 and result["live"] == 3
+    ec2 = boto3.client("ec2", region_name=REGION)
+    config = ec2.describe_spot_fleet_requests(SpotFleetRequestIds=result["spot_fleet_request_ids"])[
+        "SpotFleetRequestConfigs"][0]["SpotFleetRequestConfig"]
+    assert config["TargetCapacity"] == 3
+    assert config["LaunchSpecifications"][0]["IamInstanceProfile"]["Arn"] == pool["setup"]["instance_profile_arn"]
+    events = boto3.client("events", region_name=REGION)
+    assert events.list_targets_by_rule(Rule="s1")["Targets"][0]["Arn"] == pool["setup"]["sfr_lease_function_arn"]
+    again = launch(pool, name="s1", count=None, ami_id=None, slots=3, spot_fleet_config=str(fleet))
+    assert again["changed"] is False, again
+    gone = run_module(annex, dict(name="s1", state="absent"))
+    assert gone["changed"] is True and not gone.get("failed"), gone
+    assert gone["spot_fleet_request_ids"] == result["spot_fleet_request_ids"], gone
+    assert inventory()["fleets"] == []
+
+
+# ---------------------------------------------------------------- rollback and throttling
+
+def _inject_failure(monkeypatch, operation, code, times):
+    """Answer the first `times` calls of ec2 `operation` with error `code` at the HTTP layer
+    (in front of moto), so botocore's retry logic sees them like real AWS answers."""
+    from moto.core.botocore_stubber import BotocoreStubber
+    original = BotocoreStubber.__call__
+    seen = {"n": 0}
+
+    def stub(self, event_name, request, **kwargs):
+        if event_name == "before-send.ec2.%s" % operation and seen["n"] < times:
+            seen["n"] += 1
+            body = ("<Response><Errors><Error><Code>%s</Code><Message>injected</Message></Error></Errors>"
+                    "<RequestID>x</RequestID></Response>" % code).encode()
+            return AWSResponse(request.url, 503 if "Limit" in code or "Thrott" in code else 400, {}, _Raw(body))
+        return original(self, event_name, request, **kwargs)
+
+    monkeypatch.setattr(BotocoreStubber, "__call__", stub)
+    return seen
+
+
+class _Raw:
+    def __init__(self, body):
+        self.body = body
+
+    def stream(self, **kwargs):
+        yield self.body
+
+    def read(self, *args, **kwargs):
+        return self.body
+
+
+def test_failure_after_upload_and_rule_rolls_back(pool, monkeypatch):
+    before = inventory()
+    _inject_failure(monkeypatch, "RunInstances", "InsufficientInstanceCapacity", 100)
+    result = launch(pool)
+    assert result["failed"] and "InsufficientInstanceCapacity" in result["msg"]
+    assert "rolled back" in result["msg"]
+    assert inventory() == before  # no tarball, no rule, no instance
+    assert result["changed"] is False
+
+
+def test_throttling_is_retried(pool, monkeypatch):
+    seen = _inject_failure(monkeypatch, "RunInstances", "RequestLimitExceeded", 2)
+    result = launch(pool)
+    assert seen["n"] == 2
+    assert result["changed"] is True and len(instances()) == 2, result
+
+
+def test_throttling_beyond_max_attempts_fails_clearly_and_rolls_back(pool, monkeypatch):
+    before = inventory()
+    _inject_failure(monkeypatch, "RunInstances", "RequestLimitExceeded", 100)
+    result = launch(pool, max_attempts=2)
+    assert result["failed"] and "kept throttling" in result["msg"]
+    assert inventory() == before
+
+
+# ---------------------------------------------------------------- bad input: message + nothing created
+
+BAD = [
+    ("count_zero", dict(count=0), "count must be at least 1"),
+    ("count_negative", dict(count=-3), "count must be at least 1 (got -3)"),
+    ("count_not_integer", dict(count="2.5"), "count"),
+    ("count_above_max", dict(count=25), "above max_instances (20)"),
+    ("count_and_slots", dict(slots=2), "not both"),
+    ("neither_count_nor_slots", dict(count=None), "needs count"),
+    ("name_too_long", dict(name="a" * 28), "at most 27"),
+    ("name_bad_chars", dict(name="my annex!"), "characters the protocol cannot carry"),
+    ("duration_zero", dict(duration=0), "duration must be more than 0"),
+    ("duration_negative", dict(duration=-1), "duration must be more than 0"),
+    ("idle_zero", dict(idle=0), "idle must be more than 0"),
+    ("unknown_region", dict(region="mars-north-1"), "unknown region"),
+    ("missing_ami", dict(ami_id=None), "count needs ami_id"),
+]
+
+
+@pytest.mark.parametrize("case,overrides,message", BAD, ids=[b[0] for b in BAD])
+def test_bad_input(pool, case, overrides, message):
+    before = inventory()
+    result = launch(pool, **overrides)
+    assert result.get("failed"), result
+    assert message in result["msg"], result["msg"]
+    assert inventory() == before
+
+
+def _spot(pool, content):
+    path = pool["tmp"] / "fleet.json"
+    if content is not None:
+        path.write_text(content)
+    return dict(count=None, slots=2, spot_fleet_config=str(path))
+
+
+@pytest.mark.parametrize("case,content,message", [
+    ("missing", None, "cannot be read"),
+    ("not_json", "{not json", "is not valid JSON"),
+    ("no_iam_fleet_role", json.dumps({"LaunchSpecifications": [{"ImageId": AMI}]}), "lacks IamFleetRole"),
+    ("no_launch_specs", json.dumps({"IamFleetRole": "arn:aws:iam::1:role/x"}), "lacks LaunchSpecifications"),
+])
+def test_bad_spot_fleet_file(pool, case, content, message):
+    before = inventory()
+    result = launch(pool, **_spot(pool, content))
+    assert result.get("failed") and message in result["msg"], result
+    assert inventory() == before
+
+
+def test_setup_not_done(moto, tmp_path):
+    password = tmp_path / "POOL"
+    password.write_bytes(PASSWORD)
+    before = inventory()
+    result = run_module(annex, dict(name="a1", count=1, ami_id=AMI, password_file=str(password),
+                                    collector_host="cm:9618", condor_version="23.9.6"))
+    assert result["failed"] and "setup is not done" in result["msg"], result
+    assert inventory() == before
+
+
+def test_missing_password_file(pool):
+    before = inventory()
+    result = launch(pool, password_file=str(pool["tmp"] / "nope"))
+    assert result["failed"] and "cannot read the pool password file" in result["msg"]
+    assert inventory() == before
+
+
+def test_missing_credentials(pool, monkeypatch):
+    before = inventory()
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    result = launch(pool)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    assert result["failed"] and result["msg"].startswith("No AWS credentials found"), result
+    assert inventory() == before
+
+
+def test_wrong_credentials(pool, tmp_path):
+    from moto.core import set_initial_no_auth_action_count
+    before = inventory()
+    (tmp_path / "pub").write_text("AKIAWRONGWRONGWRONG0\n")
+    (tmp_path / "priv").write_text("wrongwrongwrongwrongwrongwrongwrongwrong\n")
+
+    @set_initial_no_auth_action_count(0)
+    def attempt():
+        return launch(pool, access_key_file=str(tmp_path / "pub"), secret_key_file=str(tmp_path / "priv"))
+
+    result = attempt()
+    assert result["failed"] and "AWS rejected the credentials" in result["msg"], result
+    assert "wrongwrong" not in json.dumps(result)
+    assert inventory() == before
+
+
+# ---------------------------------------------------------------- worker-side protocol
+
+def test_worker_side_protocol_lines_up(pool):
+    """What the stock boot script does: AnnexID from the client token (up to the last '_'),
+    the config-*.tar.gz resource of its instance profile's role with '*' -> AnnexID, and the
+    object in the bucket must all line up."""
+    import ast
+    launch(pool, name="my_annex.v2")
+    inst = [i for i in instances("my_annex.v2") if "IamInstanceProfile" in i][0]
+    annex_id = inst["ClientToken"].rsplit("_", 1)[0]
+    assert annex_id == "my_annex.v2"
+    iam = boto3.client("iam", region_name=REGION)
+    profile_name = inst["IamInstanceProfile"]["Arn"].rsplit("/", 1)[1]
+    role = iam.get_instance_profile(InstanceProfileName=profile_name)["InstanceProfile"]["Roles"][0]["RoleName"]
+    resources = []
+    for policy in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+        doc = iam.get_role_policy(RoleName=role, PolicyName=policy)["PolicyDocument"]
+        doc = ast.literal_eval(doc) if isinstance(doc, str) else doc
+        for statement in doc["Statement"]:
+            res = statement["Resource"]
+            resources.extend(res if isinstance(res, list) else [res])
+    matching = [r for r in resources if r.startswith("arn:aws:s3:::") and r.endswith("/config-*.tar.gz")]
+    assert len(matching) == 1
+    bucket, key = matching[0][len("arn:aws:s3:::"):].replace("*", annex_id).split("/", 1)
+    s3 = boto3.client("s3", region_name=REGION)
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+        names = tar.getnames()
+    assert set(names) >= {"00ec2-dynamic.config", "password_file.pl", "99-htcondor-annex-lease.config"}
