@@ -1,0 +1,259 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: htcondor.annex contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: annex_info
+short_description: Every HTCondor annex in a region, its instances, lease and how many joined the pool
+version_added: 0.1.0
+description:
+  - Lists the annexes of a region (like C(condor_annex -status)), from EC2 instances tagged
+    C(htcondor:AnnexName), Spot Fleet requests of annexes and the lease rules targeting the setup's
+    lease functions. For each, instances by state, the lease expiry and, where C(condor_status) is
+    reachable on this host, how many have joined the pool.
+  - With O(check_setup=true) also checks the setup like C(condor_annex -check-setup) did.
+  - Never changes anything.
+author:
+  - htcondor.annex contributors
+options:
+  name:
+    description: Only this annex.
+    type: str
+  condor:
+    description: Ask C(condor_status -annex) how many workers joined (where HTCondor is installed and reachable).
+    type: bool
+    default: true
+  check_setup:
+    description:
+      - Also check the four C(HTCondorAnnex-*) stacks (C(CREATE_COMPLETE) or C(UPDATE_COMPLETE)), their
+        outputs, the user config block, that the secret key file is owner-only and that the pool password
+        file is readable.
+    type: bool
+    default: false
+  user_config_path:
+    description: The user config to check. Defaults to C(~/.condor/user_config).
+    type: path
+  password_file:
+    description:
+      - Pool password file to check with O(check_setup). Defaults to C(condor_config_val SEC_PASSWORD_FILE);
+        not checked when neither is known.
+    type: path
+    no_log: false
+extends_documentation_fragment:
+  - htcondor.annex.aws
+attributes:
+  check_mode:
+    support: full
+'''
+
+EXAMPLES = r'''
+- name: What annexes are running?
+  htcondor.annex.annex_info:
+  register: info
+
+- name: Show them
+  ansible.builtin.debug:
+    msg: "{{ item.key }}: {{ item.value.instances }}, joined {{ item.value.joined }}, lease ends {{ item.value.lease_expiration }}"
+  loop: "{{ info.annexes | dict2items }}"
+
+- name: Check the setup like condor_annex -check-setup
+  htcondor.annex.annex_info:
+    check_setup: true
+    condor: false
+  register: check
+  failed_when: not check.setup.ok
+'''
+
+RETURN = r'''
+annexes:
+  description: Annex name -> details.
+  returned: always
+  type: dict
+  contains:
+    instances:
+      description: Instance state -> number of instances (terminated ones included while EC2 still lists them).
+      type: dict
+      sample: {"running": 5, "pending": 2}
+    instance_ids:
+      description: Live (pending or running) instance ids.
+      type: list
+      elements: str
+    lease_expiration:
+      description: Lease end (ISO 8601 UTC) from the lease rule, or null when there is no lease rule.
+      type: str
+    joined:
+      description: Machines of the annex in the pool per C(condor_status -annex), or null if unknown.
+      type: int
+    spot_fleet_request_ids:
+      description: Live Spot Fleet requests of the annex.
+      type: list
+      elements: str
+  sample: {"MyFirstAnnex": {"instances": {"running": 5}, "instance_ids": ["i-0123"], "joined": 5,
+           "lease_expiration": "2025-01-01T20:00:00Z", "spot_fleet_request_ids": []}}
+setup:
+  description: The setup check (only with O(check_setup=true)).
+  returned: when check_setup
+  type: dict
+  contains:
+    ok:
+      description: Whether the setup is usable.
+      type: bool
+    problems:
+      description: What is wrong, in words.
+      type: list
+      elements: str
+    stacks:
+      description: Stack name -> status (C(absent) if missing).
+      type: dict
+    outputs:
+      description: The setup values read from the stacks (bucket, function ARNs, profile, security group).
+      type: dict
+region:
+  description: The region used.
+  returned: always
+  type: str
+'''
+
+import json
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
+    AWS_ARGUMENT_SPEC, AWS_MUTUALLY_EXCLUSIVE, AWS_REQUIRED_TOGETHER, HAS_BOTO3, AWSConnection, AnnexAWSError,
+    call, missing_boto3_msg, paginate, resolve_region, tag_dict, validate_region,
+)
+from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
+from ansible_collections.htcondor.annex.plugins.module_utils.annex_setup_lib import (
+    default_user_config_path, describe_annex_stacks, file_is_owner_only, outputs_of, parse_user_config_block,
+    read_text, setup_problems,
+)
+from ansible_collections.htcondor.annex.plugins.module_utils.condor_cli import CondorCLI
+
+LIVE = ("pending", "running")
+
+
+def argument_spec():
+    spec = dict(AWS_ARGUMENT_SPEC)
+    spec.update(
+        name=dict(type="str"),
+        condor=dict(type="bool", default=True),
+        check_setup=dict(type="bool", default=False),
+        user_config_path=dict(type="path"),
+        password_file=dict(type="path", no_log=False),
+    )
+    return spec
+
+
+def entry(annexes, name):
+    return annexes.setdefault(name, dict(instances={}, instance_ids=[], lease_expiration=None, joined=None,
+                                         spot_fleet_request_ids=[]))
+
+
+def gather(conn, name, setup_values):
+    ec2 = conn.client("ec2")
+    annexes = {}
+    filters = [{"Name": "tag:%s" % proto.ANNEX_NAME_TAG, "Values": [name]}] if name else \
+        [{"Name": "tag-key", "Values": [proto.ANNEX_NAME_TAG]}]
+    for reservation in paginate(ec2, "DescribeInstances", "Reservations", Filters=filters):
+        for inst in reservation["Instances"]:
+            annex = tag_dict(inst.get("Tags")).get(proto.ANNEX_NAME_TAG)
+            state = inst["State"]["Name"]
+            item = entry(annexes, annex)
+            item["instances"][state] = item["instances"].get(state, 0) + 1
+            if state in LIVE:
+                item["instance_ids"].append(inst["InstanceId"])
+    for fleet in paginate(ec2, "DescribeSpotFleetRequests", "SpotFleetRequestConfigs"):
+        annex = proto.fleet_annex_id(fleet)
+        if annex and (not name or annex == name) and fleet.get("SpotFleetRequestState") in (
+                "submitted", "active", "modifying"):
+            entry(annexes, annex)["spot_fleet_request_ids"].append(fleet["SpotFleetRequestId"])
+    events = conn.client("events")
+    rules = set()
+    for arn in (setup_values.get("odi_lease_function_arn"), setup_values.get("sfr_lease_function_arn")):
+        if arn:
+            rules.update(paginate(events, "ListRuleNamesByTarget", "RuleNames", TargetArn=arn))
+    for annex in list(annexes):
+        rules.add(annex)
+    for rule in sorted(rules):
+        if not rule or (name and rule != name):
+            continue
+        try:
+            targets = call(events, "ListTargetsByRule", Rule=rule).get("Targets", [])
+        except AnnexAWSError as exc:
+            if exc.code == "ResourceNotFoundException":
+                continue
+            raise
+        for target in targets:
+            try:
+                data = json.loads(target.get("Input") or "{}")
+            except ValueError:
+                continue
+            if data.get("AnnexID") == rule and data.get("LeaseExpiration"):
+                entry(annexes, rule)["lease_expiration"] = proto.iso8601(int(float(data["LeaseExpiration"])))
+    for item in annexes.values():
+        item["instance_ids"].sort()
+    return annexes
+
+
+def check_setup(module, conn, stacks, condor):
+    problems = setup_problems(stacks)
+    values = outputs_of(stacks)
+    path = module.params["user_config_path"] or default_user_config_path()
+    block = parse_user_config_block(read_text(path), conn.region)
+    if not block:
+        problems.append("no htcondor.annex block for region %s in %s" % (conn.region, path))
+    elif values.get("bucket") and block.get("ANNEX_DEFAULT_S3_BUCKET") != values.get("bucket"):
+        problems.append("%s names bucket %s, the setup has %s" % (path, block.get("ANNEX_DEFAULT_S3_BUCKET"),
+                                                                  values.get("bucket")))
+    secret = module.params["secret_key_file"] or block.get("ANNEX_DEFAULT_SECRET_KEY_FILE")
+    if secret and not file_is_owner_only(secret):
+        problems.append("secret key file %s is missing or readable by others (chmod 600 it)" % secret)
+    password = module.params["password_file"] or (condor.config_val("SEC_PASSWORD_FILE")
+                                                   if module.params["condor"] else None)
+    if password and not os.access(password, os.R_OK):
+        problems.append("pool password file %s is not readable by this user" % password)
+    statuses = dict((n, stacks[n]["StackStatus"] if n in stacks else "absent") for n in proto.STACKS)
+    return dict(ok=not problems, problems=problems, stacks=statuses, outputs=values)
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
+                           required_together=AWS_REQUIRED_TOGETHER, mutually_exclusive=AWS_MUTUALLY_EXCLUSIVE)
+    if not HAS_BOTO3:
+        module.fail_json(msg=missing_boto3_msg())
+    params = module.params
+    error = validate_region(resolve_region(params["region"]))
+    if not error and params["name"]:
+        error = proto.validate_annex_id(params["name"])
+    if error:
+        module.fail_json(msg=error)
+    condor = CondorCLI(module)
+    result = dict(changed=False)
+    try:
+        conn = AWSConnection.from_params(params)
+        stacks = describe_annex_stacks(conn.client("cloudformation"))
+        annexes = gather(conn, params["name"], outputs_of(stacks))
+        if params["condor"]:
+            machines = condor.annex_machines(params["name"])
+            if machines is not None:
+                for annex_name, item in annexes.items():
+                    item["joined"] = len(machines.get(annex_name, set()))
+        result.update(annexes=annexes, region=conn.region)
+        if params["check_setup"]:
+            result["setup"] = check_setup(module, conn, stacks, condor)
+    except AnnexAWSError as exc:
+        module.fail_json(msg=exc.message)
+    for warning in condor.warnings:
+        module.warn(warning)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""htcondor.annex.annex_info against moto in-process."""
+
+import os
+
+import boto3
+import pytest
+
+from annex_helpers import REGION, aws_env, inventory, moto, run_module  # noqa: F401
+from ansible_collections.htcondor.annex.plugins.modules import annex, annex_info, annex_setup
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+AMI = "ami-04681a1dbd79675a5"
+
+
+@pytest.fixture
+def launched(moto, tmp_path):
+    setup = run_module(annex_setup, {})
+    password = tmp_path / "POOL"
+    password.write_bytes(b"\xad\x9e\xdd\x9d\xbb\xd9")
+    common = dict(ami_id=AMI, password_file=str(password), collector_host="cm:9618", condor_version="24.0.1")
+    a = run_module(annex, dict(name="a1", count=3, **common))
+    b = run_module(annex, dict(name="b2", count=1, duration=2, **common))
+    assert a["changed"] and b["changed"]
+    return dict(setup=setup, a=a, b=b, password=str(password))
+
+
+def test_lists_every_annex(launched):
+    before = inventory()
+    result = run_module(annex_info, dict(condor=False))
+    assert result["changed"] is False
+    assert set(result["annexes"]) == {"a1", "b2"}
+    a1 = result["annexes"]["a1"]
+    assert a1["instances"] == {"running": 3}
+    assert a1["instance_ids"] == sorted(launched["a"]["instance_ids"])
+    assert a1["lease_expiration"] == launched["a"]["lease_expiration"]
+    assert a1["joined"] is None
+    assert result["annexes"]["b2"]["lease_expiration"] == launched["b"]["lease_expiration"]
+    assert inventory() == before
+
+
+def test_name_filter_and_states(launched):
+    ec2 = boto3.client("ec2", region_name=REGION)
+    ec2.terminate_instances(InstanceIds=launched["a"]["instance_ids"][:1])
+    result = run_module(annex_info, dict(name="a1", condor=False))
+    assert set(result["annexes"]) == {"a1"}
+    assert result["annexes"]["a1"]["instances"] == {"running": 2, "terminated": 1}
+    assert len(result["annexes"]["a1"]["instance_ids"]) == 2
+
+
+def test_condor_unreachable_gives_null_joined_and_warning(launched, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    result = run_module(annex_info, dict(condor=True))
+    assert result["annexes"]["a1"]["joined"] is None
+    assert any("condor_status not found" in w for w in result["warnings"])
+
+
+def test_lease_rule_without_instances_is_listed(launched):
+    ec2 = boto3.client("ec2", region_name=REGION)
+    ec2.terminate_instances(InstanceIds=launched["b"]["instance_ids"])
+    result = run_module(annex_info, dict(condor=False))
+    assert result["annexes"]["b2"]["instance_ids"] == []
+    assert result["annexes"]["b2"]["lease_expiration"] == launched["b"]["lease_expiration"]
+
+
+def test_check_setup_ok_and_problems(launched):
+    ok = run_module(annex_info, dict(condor=False, check_setup=True, password_file=launched["password"]))
+    assert ok["setup"]["ok"] is True, ok["setup"]["problems"]
+    assert all(v == "CREATE_COMPLETE" for v in ok["setup"]["stacks"].values())
+    assert ok["setup"]["outputs"]["bucket"] == launched["setup"]["bucket"]
+    os.unlink(os.path.join(os.environ["HOME"], ".condor", "user_config"))
+    bad = run_module(annex_info, dict(condor=False, check_setup=True))
+    assert bad["setup"]["ok"] is False
+    assert any("no htcondor.annex block" in p for p in bad["setup"]["problems"])
+
+
+def test_check_setup_before_setup(moto):
+    result = run_module(annex_info, dict(condor=False, check_setup=True))
+    assert result["annexes"] == {}
+    assert result["setup"]["ok"] is False
+    assert "stack HTCondorAnnex-ConfigurationBucket does not exist" in result["setup"]["problems"]
+
+
+def test_bad_name_and_region(moto):
+    assert "at most 27" in run_module(annex_info, dict(name="x" * 30))["msg"]
+    assert "unknown region" in run_module(annex_info, dict(region="nowhere-1"))["msg"]
