@@ -1,0 +1,104 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The Lambda lease handler, called directly against moto (moto cannot invoke Lambda without
+Docker), with the input the annex module put on the lease rule; and the deployed code is this code."""
+
+import base64
+import io
+import json
+import zipfile
+
+import boto3
+import pytest
+
+from annex_helpers import REGION, aws_env, inventory, moto, run_module  # noqa: F401
+from ansible_collections.htcondor.annex.plugins.modules import annex, annex_setup
+from ansible_collections.htcondor.annex.plugins.module_utils import lease_function
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+AMI = "ami-04681a1dbd79675a5"
+
+
+@pytest.fixture
+def world(moto, tmp_path):
+    setup = run_module(annex_setup, {})
+    password = tmp_path / "POOL"
+    password.write_bytes(b"\xad\x9e\xdd\x9d\xbb\xd9")
+    common = dict(ami_id=AMI, password_file=str(password), collector_host="cm:9618", condor_version="23.9.6")
+    mine = run_module(annex, dict(name="lease1", count=3, duration=1, **common))
+    other = run_module(annex, dict(name="lease10", count=2, duration=1, **common))
+    assert mine["changed"] and other["changed"]
+    events = boto3.client("events", region_name=REGION)
+    event = json.loads(events.list_targets_by_rule(Rule="lease1")["Targets"][0]["Input"])
+    return dict(setup=setup, mine=mine, other=other, event=event)
+
+
+def live(name):
+    ec2 = boto3.client("ec2", region_name=REGION)
+    res = ec2.describe_instances(Filters=[{"Name": "tag:htcondor:AnnexName", "Values": [name]},
+                                          {"Name": "instance-state-name", "Values": ["pending", "running"]}])
+    return [i["InstanceId"] for r in res["Reservations"] for i in r["Instances"]]
+
+
+def test_not_expired_does_nothing(world):
+    before = inventory()
+    expiry = int(world["event"]["LeaseExpiration"])
+    result = lease_function.handler(world["event"], None, now=expiry - 60)
+    assert result["expired"] is False
+    assert inventory() == before
+
+
+def test_expired_terminates_deletes_tarball_and_rule(world):
+    expiry = int(world["event"]["LeaseExpiration"])
+    result = lease_function.handler(world["event"], None, now=expiry + 1)
+    assert result["expired"] is True
+    assert sorted(result["terminated"]) == sorted(world["mine"]["instance_ids"])
+    assert live("lease1") == []
+    # an annex whose name merely starts the same is untouched
+    assert sorted(live("lease10")) == sorted(world["other"]["instance_ids"])
+    inv = inventory()
+    assert inv["rules"] == ["lease10"]
+    assert inv["objects"][world["setup"]["bucket"]] == ["config-lease10.tar.gz"]
+    # running it again (the rule fired twice) is harmless
+    again = lease_function.handler(world["event"], None, now=expiry + 400)
+    assert again["terminated"] == []
+
+
+def test_expired_spot_fleet_cancelled(world, tmp_path):
+    fleet = tmp_path / "fleet.json"
+    fleet.write_text(json.dumps({"IamFleetRole": "arn:aws:iam::123456789012:role/fleet",
+                                 "LaunchSpecifications": [{"ImageId": AMI, "InstanceType": "t3.micro"}]}))
+    spot = run_module(annex, dict(name="spot1", slots=2, spot_fleet_config=str(fleet), password_file=str(
+        tmp_path / "POOL"), collector_host="cm:9618", condor_version="23.9.6"))
+    assert spot["changed"], spot
+    events = boto3.client("events", region_name=REGION)
+    event = json.loads(events.list_targets_by_rule(Rule="spot1")["Targets"][0]["Input"])
+    result = lease_function.handler(event, None, now=int(event["LeaseExpiration"]) + 1)
+    assert result["cancelled"] == spot["spot_fleet_request_ids"]
+    assert inventory()["fleets"] == [] and "spot1" not in inventory()["rules"]
+
+
+def test_deployed_code_is_this_code(world):
+    lam = boto3.client("lambda", region_name=REGION)
+    for arn in (world["setup"]["odi_lease_function_arn"], world["setup"]["sfr_lease_function_arn"]):
+        fn = lam.get_function(FunctionName=arn)
+        assert fn["Configuration"]["Runtime"] == "python3.12"
+        # moto keeps the ZipFile code; fetch it the way AWS hands it out
+        location = fn["Code"].get("Location", "")
+        code = _deployed_source(lam, arn, location)
+        assert code == lease_function.deployable_source()
+    assert len(lease_function.deployable_source()) < 4096
+
+
+def _deployed_source(lam, arn, location):
+    from moto.awslambda.models import lambda_backends
+    backend = lambda_backends["123456789012"][REGION]
+    fn = backend.get_function(arn)
+    raw = fn.code.get("ZipFile")
+    data = raw.encode() if isinstance(raw, str) else raw
+    if data[:2] != b"PK":
+        data = base64.b64decode(data)
+    if data[:2] == b"PK":
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return archive.read(archive.namelist()[0]).decode()
+    return data.decode()
