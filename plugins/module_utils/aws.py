@@ -186,7 +186,7 @@ class AWSConnection:
         self.endpoint_url = endpoint_url
         self.config = Config(
             region_name=self.region,
-            retries={"mode": retry_mode, "max_attempts": max_attempts},
+            retries={"mode": retry_mode, "total_max_attempts": max_attempts},
             user_agent_extra=USER_AGENT,
         )
         self.access_key_file = access_key_file

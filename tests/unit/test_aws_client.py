@@ -1,0 +1,90 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""module_utils/aws.py: client factory, region and credential handling, error translation."""
+
+import pytest
+from botocore.stub import Stubber
+
+from annex_helpers import aws_env, moto  # noqa: F401
+from ansible_collections.htcondor.annex.plugins.module_utils import aws
+
+
+def test_region_resolution(aws_env, monkeypatch):
+    assert aws.resolve_region("eu-west-1") == "eu-west-1"
+    assert aws.resolve_region(None) == "us-east-1"  # AWS_DEFAULT_REGION from the fixture
+    monkeypatch.setenv("AWS_REGION", "ap-southeast-2")
+    assert aws.resolve_region(None) == "ap-southeast-2"
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    assert aws.resolve_region(None) == "us-east-1"
+
+
+def test_region_validation():
+    assert aws.validate_region("us-east-1") is None
+    assert aws.validate_region("us-gov-west-1") is None
+    assert "unknown region 'us-east-9'" in aws.validate_region("us-east-9")
+
+
+def test_key_files_user_agent_and_retries(aws_env, tmp_path):
+    (tmp_path / "pub").write_text("AKIAEXAMPLEEXAMPLE00\n")
+    (tmp_path / "priv").write_text("  secretsecret \n")
+    conn = aws.AWSConnection(region="eu-west-1", access_key_file=str(tmp_path / "pub"),
+                             secret_key_file=str(tmp_path / "priv"), retry_mode="adaptive", max_attempts=7,
+                             endpoint_url="http://127.0.0.1:1")
+    creds = conn.session.get_credentials()
+    assert creds.access_key == "AKIAEXAMPLEEXAMPLE00" and creds.secret_key == "secretsecret"
+    ec2 = conn.client("ec2")
+    assert ec2.meta.region_name == "eu-west-1"
+    assert ec2.meta.endpoint_url == "http://127.0.0.1:1"
+    assert "htcondor.annex/" in ec2.meta.config.user_agent_extra
+    assert ec2.meta.config.retries == {"mode": "adaptive", "total_max_attempts": 7}
+    assert conn.client("ec2") is ec2
+
+
+def test_unreadable_key_file(aws_env, tmp_path):
+    with pytest.raises(aws.AnnexAWSError) as err:
+        aws.AWSConnection(access_key_file=str(tmp_path / "missing"), secret_key_file=str(tmp_path / "x"))
+    assert "cannot read the AWS access key file" in err.value.message
+
+
+def _client_error(code, operation="RunInstances", service="ec2", method="run_instances"):
+    conn = aws.AWSConnection(region="us-east-1")
+    client = conn.client(service)
+    stub = Stubber(client)
+    stub.add_client_error(method, service_error_code=code, service_message="msg")
+    stub.activate()
+    with pytest.raises(aws.AnnexAWSError) as err:
+        aws.call(client, operation, ImageId="ami-1", MinCount=1, MaxCount=1)
+    return err.value
+
+
+def test_access_denied_names_the_action(moto):
+    err = _client_error("UnauthorizedOperation")
+    assert err.message.startswith("AWS denied ec2:RunInstances (UnauthorizedOperation)")
+
+
+def test_auth_failure_message(moto):
+    err = _client_error("AuthFailure")
+    assert err.message.startswith("AWS rejected the credentials (AuthFailure)")
+
+
+def test_throttling_message(moto):
+    assert "kept throttling" in _client_error("RequestLimitExceeded").message
+
+
+def test_no_credentials_message(aws_env, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    conn = aws.AWSConnection(region="us-east-1", endpoint_url="http://127.0.0.1:1")
+    with pytest.raises(aws.AnnexAWSError) as err:
+        aws.call(conn.client("sts"), "GetCallerIdentity")
+    assert err.value.message.startswith("No AWS credentials found")
+
+
+def test_snake_case_and_tags():
+    assert aws._snake("RunInstances") == "run_instances"
+    assert aws._snake("DescribeSpotFleetRequests") == "describe_spot_fleet_requests"
+    assert aws._snake("ListRuleNamesByTarget") == "list_rule_names_by_target"
+    assert aws.tag_list({"b": 1, "a": "x"}) == [{"Key": "a", "Value": "x"}, {"Key": "b", "Value": "1"}]
+    assert aws.managed_tags({})[aws.MANAGED_BY_KEY] == "htcondor.annex"
+    assert "aws:" in aws.validate_tags({"aws:x": "y"})
