@@ -106,8 +106,8 @@ class Flow:
         self.outputs.append(proc.stdout + proc.stderr)
         return proc
 
-    def playbook(self, playbook, *extra_vars, rc=0, timeout=PLAYBOOK_TIMEOUT):
-        cmd = [tool("ansible-playbook"), "-i", INVENTORY, playbook]
+    def playbook(self, playbook, *extra_vars, rc=0, timeout=PLAYBOOK_TIMEOUT, check=False):
+        cmd = [tool("ansible-playbook"), "-i", INVENTORY, playbook] + (["--check"] if check else [])
         for var in extra_vars:
             cmd += ["-e", var]
         proc = self._run(cmd, timeout)
@@ -211,6 +211,10 @@ def test_annex_life_cycle(flow):
     cfn = flow.client("cloudformation")
 
     # --- setup + check ------------------------------------------------------------------------
+    run = flow.playbook("playbooks/annex_setup.yml", check=True)
+    assert run.result("Create or update the HTCondorAnnex-* stacks")["changed"] is True
+    assert not cfn.describe_stacks()["Stacks"], "check mode created stacks"
+
     run = flow.playbook("playbooks/annex_setup.yml")
     setup = run.result("Create or update the HTCondorAnnex-* stacks")
     assert setup["changed"] is True
@@ -262,6 +266,10 @@ def test_annex_life_cycle(flow):
     assert lease_input["AnnexID"] == "MyFirstAnnex" and lease_input["S3BucketName"] == bucket
     summary = "\n".join(run.result("Summary")["msg"])
     assert "5 live instance(s)" in summary and "Lease ends" in summary and "Cost guard" in summary
+
+    run = flow.playbook("annex_start.yml", "count=9", check=True)
+    assert run.result("Launch annex")["changed"] is True
+    assert len(flow.instances("MyFirstAnnex")) == 5, "check mode launched workers"
 
     run = flow.playbook("annex_start.yml", "count=5")
     assert run.stats["changed"] == 0
@@ -345,11 +353,18 @@ def test_annex_life_cycle(flow):
     assert "not confirmed" in run.result("Stop unless confirmed")["msg"]
     assert len(flow.instances("MyFirstAnnex")) == 7, "an unconfirmed teardown touched instances"
 
-    flow.playbook("teardown.yml", "confirm=yes")
+    run = flow.playbook("teardown.yml", "confirm=yes", check=True)
+    assert len(flow.instances("MyFirstAnnex")) == 7 and len(_active_fleets(ec2)) == 1
+    assert cfn.describe_stacks(StackName=STACKS[0])["Stacks"][0]["StackStatus"] != "DELETE_COMPLETE"
+
+    run = flow.playbook("teardown.yml", "confirm=yes")
+    assert run.result("Summary")["msg"][0] == "Annexes removed: MyFirstAnnex, SpotAnnex"
     assert_nothing_left(flow, bucket)
 
     run = flow.playbook("teardown.yml", "confirm=yes")
     assert run.result("Delete the annex setup")["changed"] is False
+    assert run.stats["changed"] == 0
+    assert run.result("Summary")["msg"][0].startswith("Annexes removed: none")
     assert_nothing_left(flow, bucket)
 
 
