@@ -102,7 +102,7 @@ class Flow:
     # --- running ansible -------------------------------------------------------------------
     def _run(self, cmd, timeout):
         proc = subprocess.run(cmd, cwd=REPO, env=self.env, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+                              timeout=timeout, stdin=subprocess.DEVNULL, check=False)
         self.outputs.append(proc.stdout + proc.stderr)
         return proc
 
@@ -127,7 +127,7 @@ class Flow:
         env = dict(self.env, ANSIBLE_LOAD_CALLBACK_PLUGINS="0")
         env.pop("ANSIBLE_STDOUT_CALLBACK")
         proc = subprocess.run(env_cmd, cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+                              timeout=timeout, stdin=subprocess.DEVNULL, check=False)
         self.outputs.append(proc.stdout + proc.stderr)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return json.loads(proc.stdout.split("=>", 1)[1])
@@ -239,8 +239,8 @@ def test_annex_life_cycle(flow):
     assert launch["changed"] is True and len(launch["launched_instance_ids"]) == 5
     live = flow.instances("MyFirstAnnex")
     assert len(live) == 5
-    assert len({res for res, _ in live}) == 1, "5 workers must come from ONE RunInstances call"
-    for _, inst in live:
+    assert len({res for res, _inst in live}) == 1, "5 workers must come from ONE RunInstances call"
+    for _res, inst in live:
         assert inst["ClientToken"].startswith("MyFirstAnnex_"), inst["ClientToken"]
         tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
         assert tags[ANNEX_TAG] == "MyFirstAnnex"
@@ -253,7 +253,7 @@ def test_annex_life_cycle(flow):
         shutdown = ec2.describe_instance_attribute(InstanceId=inst["InstanceId"],
                                                    Attribute="instanceInitiatedShutdownBehavior")
         assert shutdown["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
-    assert any("IamInstanceProfile" in inst for _, inst in live), "no instance profile"
+    assert any("IamInstanceProfile" in inst for _res, inst in live), "no instance profile"
     user_data = ec2.describe_instance_attribute(InstanceId=live[0][1]["InstanceId"],
                                                 Attribute="userData").get("UserData", {})
     flow.outputs.append(base64.b64decode(user_data.get("Value", "")).decode("latin-1"))
@@ -281,7 +281,7 @@ def test_annex_life_cycle(flow):
     assert launch["changed"] is True and len(launch["launched_instance_ids"]) == 2
     live = flow.instances("MyFirstAnnex")
     assert len(live) == 7
-    assert sorted(len([1 for r, _ in live if r == res]) for res in {r for r, _ in live}) == [2, 5]
+    assert sorted(len([1 for r, _inst in live if r == res]) for res in {r for r, _inst in live}) == [2, 5]
 
     # The join wait is bounded: no HTCondor answers here, so it must give up after the timeout,
     # with a progress line per poll and a message saying what to do.
