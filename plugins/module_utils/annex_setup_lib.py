@@ -98,8 +98,14 @@ def load_setup(cf, overrides=None):
     return values
 
 
+def home_dir():
+    """Home of the user running the module ($HOME, else the password database)."""
+    import pwd
+    return os.environ.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir
+
+
 def default_user_config_path():
-    return os.path.join(os.path.expanduser("~"), ".condor", "user_config")
+    return os.path.join(home_dir(), ".condor", "user_config")
 
 
 def _strip_block(lines, region):

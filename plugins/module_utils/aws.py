@@ -246,8 +246,8 @@ def wait(client, waiter_name, timeout, delay=5, action=None, **kwargs):
     try:
         client.get_waiter(waiter_name).wait(WaiterConfig={"Delay": delay, "MaxAttempts": attempts}, **kwargs)
     except WaiterError as exc:
-        raise AnnexAWSError("gave up waiting for %s after %ss: %s" % (action or waiter_name, timeout,
-                                                                     getattr(exc, "kwargs", {}).get("reason", exc)),
+        reason = getattr(exc, "kwargs", {}).get("reason", exc)
+        raise AnnexAWSError("gave up waiting for %s after %ss: %s" % (action or waiter_name, timeout, reason),
                             code="WaiterError", exception=exc)
     except (ClientError, BotoCoreError) as exc:
         raise translate_error(exc, action or waiter_name)

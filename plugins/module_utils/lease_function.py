@@ -10,7 +10,10 @@
 # then remove the rule's targets and the rule (rule name = AnnexID).
 from __future__ import absolute_import, division, print_function
 import time
-import boto3
+try:
+    import boto3
+except ImportError:  # only on hosts without boto3 (the Lambda runtime has it)
+    boto3 = None
 __metaclass__ = type
 TAG = 'htcondor:AnnexName'
 

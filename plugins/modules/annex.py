@@ -31,7 +31,7 @@ description:
     rule and tarball.
   - Runs on the central manager, which holds the pool password file.
 author:
-  - htcondor.annex contributors
+  - HTCondor annex maintainers (@htcondor-annex)
 options:
   name:
     description:
@@ -144,6 +144,7 @@ extends_documentation_fragment:
   - htcondor.annex.aws
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
 '''
 

@@ -20,7 +20,7 @@ description:
   - With O(check_setup=true) also checks the setup like C(condor_annex -check-setup) did.
   - Never changes anything.
 author:
-  - htcondor.annex contributors
+  - HTCondor annex maintainers (@htcondor-annex)
 options:
   name:
     description: Only this annex.
@@ -44,11 +44,11 @@ options:
       - Pool password file to check with O(check_setup). Defaults to C(condor_config_val SEC_PASSWORD_FILE);
         not checked when neither is known.
     type: path
-    no_log: false
 extends_documentation_fragment:
   - htcondor.annex.aws
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
 '''
 
@@ -215,8 +215,9 @@ def check_setup(module, conn, stacks, condor):
     secret = module.params["secret_key_file"] or block.get("ANNEX_DEFAULT_SECRET_KEY_FILE")
     if secret and not file_is_owner_only(secret):
         problems.append("secret key file %s is missing or readable by others (chmod 600 it)" % secret)
-    password = module.params["password_file"] or (condor.config_val("SEC_PASSWORD_FILE")
-                                                   if module.params["condor"] else None)
+    password = module.params["password_file"]
+    if not password and module.params["condor"]:
+        password = condor.config_val("SEC_PASSWORD_FILE")
     if password and not os.access(password, os.R_OK):
         problems.append("pool password file %s is not readable by this user" % password)
     statuses = dict((n, stacks[n]["StackStatus"] if n in stacks else "absent") for n in proto.STACKS)

@@ -28,7 +28,7 @@ description:
     objects and versions), deletes the four stacks and the key pair (only if this collection created
     it) and removes the marked block. It refuses while annex instances are still running.
 author:
-  - htcondor.annex contributors
+  - HTCondor annex maintainers (@htcondor-annex)
 options:
   state:
     description: Whether the setup should exist.
@@ -80,6 +80,7 @@ extends_documentation_fragment:
   - htcondor.annex.aws
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
 '''
 
@@ -156,7 +157,7 @@ from ansible_collections.htcondor.annex.plugins.module_utils.annex_protocol impo
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_templates as templates
 from ansible_collections.htcondor.annex.plugins.module_utils.annex_setup_lib import (
     describe_stack, outputs_of, read_text, render_user_config, user_config_values, write_private,
-    default_user_config_path,
+    default_user_config_path, home_dir,
 )
 
 BUSY_SUFFIXES = ("_IN_PROGRESS",)
@@ -290,8 +291,7 @@ class Setup:
 
     # ---------- key pair ----------
     def key_pair_path(self):
-        return self.params["key_pair_file"] or os.path.join(os.path.expanduser("~"), ".condor",
-                                                            "%s.pem" % KEY_PAIR_NAME)
+        return self.params["key_pair_file"] or os.path.join(home_dir(), ".condor", "%s.pem" % KEY_PAIR_NAME)
 
     def describe_key_pair(self):
         try:

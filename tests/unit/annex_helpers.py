@@ -26,17 +26,23 @@ def run_module(module, args, check_mode=False):
     if check_mode:
         args["_ansible_check_mode"] = True
 
+    warnings = []
+
+    def warn(self, warning, *args, **kwargs):
+        warnings.append(warning)
+
     def exit_json(self, **kwargs):
         kwargs.setdefault("changed", False)
-        kwargs["warnings"] = _warnings()
+        kwargs["warnings"] = list(warnings)
         raise ModuleExit(kwargs)
 
     def fail_json(self, msg, **kwargs):
         kwargs.pop("exception", None)
-        kwargs.update(msg=msg, failed=True, warnings=_warnings())
+        kwargs.update(msg=msg, failed=True, warnings=list(warnings))
         raise ModuleExit(kwargs)
 
     with patch_module_args(args), \
+            mock.patch.object(basic.AnsibleModule, "warn", warn), \
             mock.patch.object(basic.AnsibleModule, "exit_json", exit_json), \
             mock.patch.object(basic.AnsibleModule, "fail_json", fail_json):
         try:
@@ -44,14 +50,6 @@ def run_module(module, args, check_mode=False):
         except ModuleExit as exc:
             return exc.result
     raise AssertionError("module returned without exit_json/fail_json")
-
-
-def _warnings():
-    try:
-        from ansible.module_utils.common.warnings import get_warning_messages
-        return list(get_warning_messages())
-    except Exception:  # pragma: no cover
-        return []
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import os
 import boto3
 import pytest
 
-from annex_helpers import REGION, aws_env, inventory, moto, run_module  # noqa: F401
+from annex_helpers import REGION, aws_env, inventory, moto, run_module  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.htcondor.annex.plugins.modules import annex, annex_info, annex_setup
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -53,7 +53,7 @@ def test_condor_unreachable_gives_null_joined_and_warning(launched, monkeypatch)
     monkeypatch.setenv("PATH", "/nonexistent")
     result = run_module(annex_info, dict(condor=True))
     assert result["annexes"]["a1"]["joined"] is None
-    assert any("condor_status not found" in w for w in result["warnings"])
+    assert any("condor_status not found" in w for w in result["warnings"]), result["warnings"]
 
 
 def test_lease_rule_without_instances_is_listed(launched):

@@ -11,7 +11,7 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from annex_helpers import REGION, aws_env, inventory, moto, run_module  # noqa: F401
+from annex_helpers import REGION, aws_env, inventory, moto, run_module  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.htcondor.annex.plugins.modules import annex, annex_setup
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
 

@@ -9,7 +9,7 @@ import stat
 import boto3
 import pytest
 
-from annex_helpers import REGION, aws_env, inventory, moto, run_module, stack_outputs  # noqa: F401
+from annex_helpers import REGION, aws_env, inventory, moto, run_module, stack_outputs  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.htcondor.annex.plugins.modules import annex_setup
 from ansible_collections.htcondor.annex.plugins.module_utils.annex_protocol import STACKS
 

@@ -5,7 +5,7 @@
 import pytest
 from botocore.stub import Stubber
 
-from annex_helpers import aws_env, moto  # noqa: F401
+from annex_helpers import aws_env, moto  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.htcondor.annex.plugins.module_utils import aws
 
 

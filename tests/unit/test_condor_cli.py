@@ -22,7 +22,7 @@ class FakeModule:
 
     def run_command(self, cmd, check_rc=False):
         self.commands.append(cmd)
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
         return proc.returncode, proc.stdout, proc.stderr
 
 
