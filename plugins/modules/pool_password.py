@@ -21,7 +21,7 @@ description:
     then renamed) and only when its bytes differ, so a second run reports no change.
   - The password is never returned or logged; O(password) is marked C(no_log).
 author:
-  - htcondor.annex contributors
+  - HTCondor annex maintainers (@htcondor-annex)
 options:
   path:
     description:

@@ -19,7 +19,8 @@ PLAYBOOKS = sorted(Path(p).stem for p in glob.glob(str(REPO / "playbooks/*.yml")
 
 
 def run(cmd, env=None, cwd=REPO, timeout=600):
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                          check=False)
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -54,7 +55,7 @@ def installed_collection(tmp_path_factory, ansible_env):
 
 
 def test_tarball_leaves_out_tests_and_caches(installed_collection):
-    tarball, root, _, _ = installed_collection
+    tarball = installed_collection[0]
     names = subprocess.run(["tar", "-tzf", str(tarball)], capture_output=True, text=True,
                            check=True).stdout.splitlines()
     assert any(n.startswith("plugins/modules/") for n in names)
@@ -65,7 +66,7 @@ def test_tarball_leaves_out_tests_and_caches(installed_collection):
 
 @pytest.mark.parametrize("module", MODULES)
 def test_ansible_doc_renders_every_module(installed_collection, module):
-    _, _, env, tmp = installed_collection
+    env, tmp = installed_collection[2:]
     rc, out = run([tool("ansible-doc"), f"htcondor.annex.{module}"], env=env, cwd=tmp)
     assert rc == 0, out
     for section in ("OPTIONS", "EXAMPLES", "RETURN VALUES"):
@@ -74,7 +75,7 @@ def test_ansible_doc_renders_every_module(installed_collection, module):
 
 @pytest.mark.parametrize("playbook", PLAYBOOKS)
 def test_installed_playbooks_resolve_by_fqcn(installed_collection, playbook):
-    _, _, env, tmp = installed_collection
+    env, tmp = installed_collection[2:]
     inventory = tmp / "hosts.yml"
     inventory.write_text("all:\n  children:\n    master:\n      hosts:\n        m1:\n")
     rc, out = run([tool("ansible-playbook"), "-i", str(inventory), "--syntax-check",

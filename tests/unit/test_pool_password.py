@@ -30,7 +30,7 @@ def run_module(args, check_mode=False, diff=False):
     proc = subprocess.run(
         [sys.executable, str(MODULE)],
         input=json.dumps({"ANSIBLE_MODULE_ARGS": payload}),
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True, text=True, env=env, timeout=60, check=False,
     )
     out = json.loads(proc.stdout)
     return out, proc
@@ -66,10 +66,10 @@ def test_apply_writes_then_is_idempotent(tmp_path):
     assert f.read_bytes() == bytes.fromhex("ad9edd9dbbd9")
     assert stat.S_IMODE(f.stat().st_mode) == 0o600
     assert "s3cret" not in json.dumps(diff)
-    changed, _ = pp.apply(str(f), "s3cret", uid=os.getuid(), gid=os.getgid())
+    changed = pp.apply(str(f), "s3cret", uid=os.getuid(), gid=os.getgid())[0]
     assert not changed
     # a different password rewrites the file, leaving no temporary files behind
-    changed, _ = pp.apply(str(f), "other", uid=os.getuid(), gid=os.getgid())
+    changed = pp.apply(str(f), "other", uid=os.getuid(), gid=os.getgid())[0]
     assert changed
     assert pp.decode(f.read_bytes()) == b"other"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["POOL"]
@@ -81,20 +81,20 @@ def test_apply_fixes_mode_only(tmp_path):
     f.chmod(0o644)
     todo = pp.plan(str(f), "s3cret")
     assert todo["attributes"] and not todo["write"]
-    changed, _ = pp.apply(str(f), "s3cret")
+    changed = pp.apply(str(f), "s3cret")[0]
     assert changed
     assert stat.S_IMODE(f.stat().st_mode) == 0o600
 
 
 def test_check_mode_touches_nothing(tmp_path):
     f = tmp_path / "POOL"
-    changed, _ = pp.apply(str(f), "s3cret", check_mode=True)
+    changed = pp.apply(str(f), "s3cret", check_mode=True)[0]
     assert changed and not f.exists()
     f.write_bytes(b"old")
     f.chmod(0o600)
-    changed, _ = pp.apply(str(f), "s3cret", check_mode=True)
+    changed = pp.apply(str(f), "s3cret", check_mode=True)[0]
     assert changed and f.read_bytes() == b"old"
-    changed, _ = pp.apply(str(f), None, state="absent", check_mode=True)
+    changed = pp.apply(str(f), None, state="absent", check_mode=True)[0]
     assert changed and f.exists()
 
 
@@ -121,13 +121,13 @@ def test_module_present_idempotent_and_secret_free(tmp_path):
     assert out["mode"] == "0600"
     assert pp.decode(f.read_bytes()) == b"s3cret-module"
     assert "s3cret-module" not in proc.stdout + proc.stderr
-    out, _ = run_module(args)
+    out = run_module(args)[0]
     assert out["changed"] is False
 
 
 def test_module_check_mode(tmp_path):
     f = tmp_path / "POOL"
-    out, _ = run_module({"path": str(f), "password": "s3cret"}, check_mode=True)
+    out = run_module({"path": str(f), "password": "s3cret"}, check_mode=True)[0]
     assert out["changed"] is True
     assert not f.exists()
 
@@ -136,7 +136,7 @@ def test_module_owner_and_mode(tmp_path):
     if os.getuid() != 0:
         pytest.skip("chown to another user needs root")
     f = tmp_path / "POOL"
-    out, _ = run_module({"path": str(f), "password": "s3cret", "owner": "nobody", "group": "root", "mode": "0400"})
+    out = run_module({"path": str(f), "password": "s3cret", "owner": "nobody", "group": "root", "mode": "0400"})[0]
     assert out["changed"] is True
     st = f.stat()
     assert st.st_uid == 65534 and stat.S_IMODE(st.st_mode) == 0o400

@@ -112,8 +112,9 @@ def test_no_apt_key_anywhere():
     ("9", "RedHat", "codeready-builder-for-rhel-9-x86_64-rpms"),
 ])
 def test_epel_and_crb(major, family, repo_id):
-    epel = render("{{ htcondor_epel }}", dict(distribution=family, distribution_major_version=major,
-                                               os_family="RedHat", distribution_release="NA"))
+    facts = dict(distribution=family, distribution_major_version=major, os_family="RedHat",
+                 distribution_release="NA")
+    epel = render("{{ htcondor_epel }}", facts)
     assert epel["crb_repo"] == repo_id
     assert epel["release_rpm_url"] == f"https://dl.fedoraproject.org/pub/epel/epel-release-latest-{major}.noarch.rpm"
     assert epel["key_url"] == f"https://dl.fedoraproject.org/pub/epel/RPM-GPG-KEY-EPEL-{major}"
