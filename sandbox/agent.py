@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+# Copyright: htcondor.annex contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The sandbox's "EC2": turns instances moto reports into worker containers, and back.
+
+Run in the background by playbooks/sandbox_create.yml (stopped by sandbox_destroy.yml); every
+loop is bounded (--max-seconds, and it exits when moto stays unreachable). Each poll:
+- every pending/running instance tagged htcondor:AnnexName without a container gets one, from the
+  worker image built by the condor_worker role, on the sandbox network, with an instance-metadata
+  service at 169.254.169.254 inside it answering for that instance (sandbox/imds.py) and
+  AWS_ENDPOINT_URL (moto) for the stock condor-annex-ec2 boot script's aws calls;
+- a worker container that halted (idle shutdown, lease) -> TerminateInstances in moto (its
+  shutdown behaviour is "terminate");
+- an instance moto reports terminated/stopped/gone -> its container is removed;
+- lease rules (EventBridge, which moto cannot fire) -> the lease function handler
+  (plugins/module_utils/lease_function.py) is called in-process on the rule's schedule.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import boto3
+import botocore.exceptions
+
+TAG = "htcondor:AnnexName"
+LABEL = "htcondor-annex-sandbox"
+IID_LABEL = "htcondor-annex-sandbox.instance"
+IP_LABEL = "htcondor-annex-sandbox.ip"
+PREFIX = "htcondor-annex-sandbox-worker-"
+HERE = os.path.dirname(os.path.abspath(__file__))
+STOP = []
+
+
+def log(msg):
+    sys.stdout.write("%s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), msg))
+    sys.stdout.flush()
+
+
+def podman(*args, check=True, timeout=120):
+    res = subprocess.run(["podman"] + list(args), capture_output=True, text=True, timeout=timeout, check=False)
+    if check and res.returncode != 0:
+        raise RuntimeError("podman %s: %s" % (" ".join(args[:2]), res.stderr.strip()))
+    return res
+
+
+def load_lease_handler():
+    path = os.path.join(HERE, "..", "plugins", "module_utils", "lease_function.py")
+    spec = importlib.util.spec_from_file_location("sandbox_lease_function", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.handler
+
+
+def rate_seconds(expr):
+    m = re.match(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", expr or "")
+    if not m:
+        return 300
+    return int(m.group(1)) * {"minute": 60, "hour": 3600, "day": 86400}[m.group(2).rstrip("s")]
+
+
+class Agent:
+    def __init__(self, opts):
+        self.o = opts
+        self.session = boto3.session.Session(region_name=opts.region)
+        self.ec2 = self.session.client("ec2")
+        self.iam = self.session.client("iam")
+        self.events = self.session.client("events")
+        self.lease_handler = load_lease_handler()
+        self.lease_last = {}
+        self.seen = set()  # instances that already had a container: never booted twice
+        self.cgroup2 = opts.suite == "sid" and subprocess.run(
+            ["stat", "-fc", "%T", "/sys/fs/cgroup"], capture_output=True, text=True, check=False).stdout.strip() != "cgroup2fs"
+
+    # ---- moto ------------------------------------------------------------------------------
+    def instances(self):
+        out = {}
+        for page in self.ec2.get_paginator("describe_instances").paginate(
+                Filters=[{"Name": "tag-key", "Values": [TAG]}]):
+            for res in page["Reservations"]:
+                profiles = [i["IamInstanceProfile"] for i in res["Instances"] if i.get("IamInstanceProfile")]
+                for inst in res["Instances"]:
+                    # EC2 gives every instance of one RunInstances call the same profile; moto
+                    # reports it on the first only. Use the reservation's.
+                    if not inst.get("IamInstanceProfile") and profiles:
+                        inst["IamInstanceProfile"] = profiles[0]
+                    out[inst["InstanceId"]] = inst
+        return out
+
+    def role_of(self, profile_arn):
+        name = profile_arn.rsplit("/", 1)[-1]
+        roles = self.iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]["Roles"]
+        return roles[0]["RoleName"] if roles else ""
+
+    # ---- containers --------------------------------------------------------------------------
+    def containers(self):
+        res = podman("ps", "-a", "--filter", "label=%s=worker" % LABEL, "--format", "json")
+        out = {}
+        for c in json.loads(res.stdout or "[]"):
+            labels = c.get("Labels") or {}
+            out[labels.get(IID_LABEL)] = {"name": c["Names"][0], "state": c["State"], "ip": labels.get(IP_LABEL)}
+        return out
+
+    def free_ip(self, used):
+        base = self.o.gateway.rsplit(".", 1)[0]
+        for n in range(self.o.ip_first, self.o.ip_last + 1):
+            ip = "%s.%d" % (base, n)
+            if ip not in used:
+                return ip
+        return None
+
+    def start_worker(self, inst, used_ips):
+        iid = inst["InstanceId"]
+        ip = self.free_ip(used_ips)
+        if ip is None:
+            log("%s: no free worker address left in the sandbox network; not started" % iid)
+            return
+        name = PREFIX + iid
+        profile = (inst.get("IamInstanceProfile") or {}).get("Arn", "")
+        info = {
+            "instance_id": iid, "image_id": inst.get("ImageId", ""), "instance_type": inst.get("InstanceType", ""),
+            "ip": ip, "hostname": "ip-%s.ec2.internal" % ip.replace(".", "-"), "region": self.o.region,
+            "availability_zone": inst.get("Placement", {}).get("AvailabilityZone", self.o.region + "a"),
+            "account_id": "123456789012", "launch_time": str(inst.get("LaunchTime", "")).replace(" ", "T"),
+            "instance_profile_arn": profile,
+            "instance_profile_id": (inst.get("IamInstanceProfile") or {}).get("Id", ""),
+            "role_name": self.role_of(profile) if profile else "",
+        }
+        args = ["create", "--name", name, "--hostname", info["hostname"].split(".")[0],
+                "--network", self.o.network, "--ip", ip, "--runtime", "runc",
+                "--ulimit", "nofile=1024:20000", "--ulimit", "nproc=4096:4096",
+                "--cpus", str(self.o.cpus), "--memory", self.o.memory,
+                "--label", "%s=worker" % LABEL, "--label", "%s=%s" % (IID_LABEL, iid),
+                "--label", "%s=%s" % (IP_LABEL, ip)]
+        if self.cgroup2:
+            cg = "/sys/fs/cgroup/unified/" + name
+            os.makedirs(cg, exist_ok=True)
+            args += ["--systemd=false", "--cgroupns=private", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+                     "--tmpfs", "/tmp", "-e", "container=podman", "--stop-signal", "SIGRTMIN+3",
+                     "-v", cg + ":/sys/fs/cgroup:rw"]
+        else:
+            args += ["--systemd=always"]
+        podman(*(args + [self.o.image, "/sbin/init"]))
+        tree = tempfile.mkdtemp(prefix="sandbox-worker-")
+        try:
+            self.write_overlay(tree, info)
+            podman("cp", tree + "/.", name + ":/")
+        finally:
+            shutil.rmtree(tree, ignore_errors=True)
+        podman("start", name)
+        pid = podman("inspect", "--format", "{{.State.Pid}}", name).stdout.strip()
+        # The metadata address exists only inside this container's network namespace.
+        subprocess.run(["nsenter", "-t", pid, "-n", "ip", "addr", "add", "169.254.169.254/32", "dev", "lo"],
+                       check=True, capture_output=True, timeout=30)
+        used_ips.add(ip)
+        self.seen.add(iid)
+        log("%s: started worker container %s at %s (profile %s)" % (iid, name, ip, profile or "none"))
+
+    def write_overlay(self, tree, info):
+        def put(path, text, mode=0o644):
+            full = os.path.join(tree, path.lstrip("/"))
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            with open(full, "w") as f:
+                f.write(text)
+            os.chmod(full, mode)
+        with open(os.path.join(HERE, "imds.py")) as f:
+            put("/usr/local/libexec/htcondor-annex-sandbox-imds", f.read(), 0o755)
+        put("/etc/htcondor-annex-sandbox/instance.json", json.dumps(info, indent=1))
+        put("/etc/systemd/system/htcondor-annex-sandbox-imds.service", (
+            "[Unit]\nDescription=Sandbox instance metadata service (169.254.169.254)\n"
+            "Before=condor-annex-ec2.service condor.service\n\n"
+            "[Service]\nType=notify\nNotifyAccess=main\n"
+            "ExecStart=/usr/bin/python3 /usr/local/libexec/htcondor-annex-sandbox-imds\n"))
+        # The stock boot script runs unchanged: it only gets moto as its AWS endpoint.
+        put("/etc/systemd/system/condor-annex-ec2.service.d/50-sandbox.conf", (
+            "[Unit]\nRequires=htcondor-annex-sandbox-imds.service\nAfter=htcondor-annex-sandbox-imds.service\n\n"
+            "[Service]\nEnvironment=AWS_ENDPOINT_URL=%s\n" % self.o.endpoint))
+        put("/etc/systemd/system/condor.service.d/50-sandbox.conf", (
+            "[Unit]\nWants=htcondor-annex-sandbox-imds.service\n"))
+        # What a container cannot do that an EC2 instance can (no ecryptfs, no mount namespaces).
+        put("/etc/condor/config.d/51sandbox-container.config", (
+            "# htcondor.annex sandbox: a container cannot encrypt or remount directories\n"
+            "ENCRYPT_EXECUTE_DIRECTORY = FALSE\nMOUNT_UNDER_SCRATCH =\n"))
+
+    def remove_worker(self, iid, c, why):
+        dest = os.path.join(self.o.state_dir, "workers", iid)
+        os.makedirs(dest, exist_ok=True)
+        for src in ("/var/log/condor", "/etc/condor/config.d/49ec2-instance.config"):
+            podman("cp", "%s:%s" % (c["name"], src), dest, check=False)
+        if c["state"] == "running":
+            podman("exec", c["name"], "sh", "-c", "journalctl -b --no-pager > /var/tmp/journal.txt", check=False)
+            podman("cp", "%s:/var/tmp/journal.txt" % c["name"], dest, check=False)
+        podman("rm", "-f", "-t", "5", c["name"], check=False)
+        cg = "/sys/fs/cgroup/unified/" + c["name"]
+        if os.path.isdir(cg):
+            subprocess.run(["find", cg, "-depth", "-type", "d", "-delete"], check=False, capture_output=True)
+        log("%s: removed worker container %s (%s); logs in %s" % (iid, c["name"], why, dest))
+
+    # ---- one poll ------------------------------------------------------------------------------
+    def poll(self):
+        insts = self.instances()
+        conts = self.containers()
+        used = {c["ip"] for c in conts.values()}
+        for iid, inst in sorted(insts.items()):
+            state = inst["State"]["Name"]
+            c = conts.get(iid)
+            if c is None and state in ("pending", "running") and iid not in self.seen:
+                self.start_worker(inst, used)
+            elif c is not None and state in ("shutting-down", "terminated", "stopping", "stopped"):
+                self.remove_worker(iid, c, "instance %s in moto" % state)
+            elif c is not None and c["state"] in ("exited", "stopped"):
+                # The worker halted itself: EC2 terminates it (InstanceInitiatedShutdownBehavior).
+                self.ec2.terminate_instances(InstanceIds=[iid])
+                log("%s: worker halted -> TerminateInstances" % iid)
+                self.remove_worker(iid, c, "halted")
+        for iid, c in conts.items():
+            if iid not in insts:
+                self.remove_worker(iid, c, "instance unknown to moto")
+        self.leases()
+
+    def leases(self):
+        now = time.time()
+        for page in self.events.get_paginator("list_rules").paginate():
+            for rule in page["Rules"]:
+                every = self.o.lease_seconds or rate_seconds(rule.get("ScheduleExpression"))
+                if now - self.lease_last.get(rule["Name"], 0) < every:
+                    continue
+                self.lease_last[rule["Name"]] = now
+                for target in self.events.list_targets_by_rule(Rule=rule["Name"]).get("Targets", []):
+                    try:
+                        event = json.loads(target.get("Input") or "{}")
+                    except ValueError:
+                        continue
+                    if "AnnexID" not in event or "LeaseExpiration" not in event:
+                        continue
+                    result = self.lease_handler(event, session=self.session)
+                    if result.get("expired"):
+                        log("lease of annex %s expired: %s" % (event["AnnexID"], json.dumps(result)))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--region", default="us-east-1")
+    p.add_argument("--network", required=True)
+    p.add_argument("--gateway", required=True)
+    p.add_argument("--image", required=True)
+    p.add_argument("--suite", default="trixie")
+    p.add_argument("--state-dir", required=True)
+    p.add_argument("--ip-first", type=int, default=100)
+    p.add_argument("--ip-last", type=int, default=249)
+    p.add_argument("--cpus", default="1")
+    p.add_argument("--memory", default="768m")
+    p.add_argument("--poll", type=float, default=2.0)
+    p.add_argument("--lease-seconds", type=int, default=0)
+    p.add_argument("--max-seconds", type=int, default=43200)
+    opts = p.parse_args()
+    if not re.match(r"^http://[0-9.]+:[0-9]+/?$", opts.endpoint):
+        p.error("--endpoint must be the sandbox's moto URL (http://ADDRESS:PORT)")
+    os.environ["AWS_ENDPOINT_URL"] = opts.endpoint
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "sandbox-not-a-real-key")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "sandbox-not-a-real-secret")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: STOP.append(1))
+    agent = Agent(opts)
+    log("agent up: moto %s, network %s, image %s" % (opts.endpoint, opts.network, opts.image))
+    deadline = time.monotonic() + opts.max_seconds
+    unreachable_since = None
+    while not STOP and time.monotonic() < deadline:
+        try:
+            agent.poll()
+            unreachable_since = None
+        except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError):
+            unreachable_since = unreachable_since or time.monotonic()
+            if time.monotonic() - unreachable_since > 60:
+                log("moto unreachable for 60 s: exiting")
+                return 1
+        except Exception as exc:  # keep serving the other workers; the log shows what failed
+            log("poll failed: %s: %s" % (type(exc).__name__, exc))
+        time.sleep(opts.poll)
+    log("agent stopped (%s)" % ("signal" if STOP else "max-seconds reached"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
