@@ -1,0 +1,368 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The shipped least-privilege policy (policies/annex-user-policy.json) against moto's IAM.
+
+moto's server can authenticate and authorize every request against the IAM policies of the
+caller (``/moto-api/reset-auth``). The test creates an ``annex-user`` holding ONLY the shipped
+policy (as the customer-managed policy ``HTCondorAnnexUser``, what roles/aws_iam creates), then
+runs the real playbooks with its keys: setup -> setup again with other ingress (stack update)
+-> start (on-demand and Spot Fleet) -> annex_info -> teardown. Then one needed permission is
+removed at a time: the run fails with a message naming the IAM action, and nothing is left
+half-made.
+
+What moto can and cannot check, and how the gap is closed:
+- moto's server authorizes the ACTION of every request exactly; it does not evaluate conditions
+  and, for EC2/CloudFormation/EventBridge, hands the policy the resource "*". The user's policy
+  in moto is therefore the shipped one with every Resource widened to "*" (same statements,
+  same actions, nothing added). The resource scoping of the unmodified shipped policy is checked
+  separately by moto's own policy evaluator against the real ARNs the flow created, and against
+  foreign ARNs that must stay out of reach.
+- CloudFormation creates the stacks' resources with the caller's permissions on AWS; moto does
+  not authorize those internal calls. test_policy_actions_are_exactly_what_the_code_needs
+  therefore derives the stack-side actions from the resource types in the templates.
+"""
+import contextlib
+import json
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from moto_server import MotoServer  # noqa: E402
+from test_annex_flow import Flow, failures, STACKS  # noqa: E402
+
+from conftest import REPO  # noqa: E402
+
+boto3 = pytest.importorskip("boto3")
+
+pytestmark = pytest.mark.integration
+
+POLICY_PATH = REPO / "policies" / "annex-user-policy.json"
+POLICY_NAME = "HTCondorAnnexUser"
+USER = "annex-user"
+REGION = "us-east-1"
+MANAGED_POLICY_LIMIT = 6144  # characters, whitespace excluded (IAM quota)
+
+# What CloudFormation does with the caller's permissions, per resource type in the templates.
+STACK_SIDE_ACTIONS = {
+    "AWS::S3::Bucket": {
+        "s3:CreateBucket", "s3:DeleteBucket", "s3:ListBucket", "s3:PutBucketPublicAccessBlock",
+        "s3:GetBucketPublicAccessBlock", "s3:PutEncryptionConfiguration",
+        "s3:GetEncryptionConfiguration", "s3:PutBucketOwnershipControls",
+        "s3:GetBucketOwnershipControls", "s3:PutBucketTagging", "s3:GetBucketTagging"},
+    "AWS::IAM::Role": {
+        "iam:CreateRole", "iam:DeleteRole", "iam:GetRole", "iam:PutRolePolicy", "iam:GetRolePolicy",
+        "iam:DeleteRolePolicy", "iam:ListRolePolicies", "iam:ListAttachedRolePolicies",
+        "iam:ListInstanceProfilesForRole", "iam:TagRole", "iam:UntagRole"},
+    "AWS::IAM::InstanceProfile": {
+        "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile", "iam:GetInstanceProfile",
+        "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
+        "iam:TagInstanceProfile", "iam:UntagInstanceProfile"},
+    "AWS::Lambda::Function": {
+        "lambda:CreateFunction", "lambda:DeleteFunction", "lambda:GetFunction",
+        "lambda:GetFunctionConfiguration", "lambda:UpdateFunctionCode",
+        "lambda:UpdateFunctionConfiguration", "lambda:TagResource", "lambda:UntagResource",
+        "lambda:ListTags", "iam:PassRole"},
+    "AWS::Lambda::Permission": {"lambda:AddPermission", "lambda:RemovePermission", "lambda:GetPolicy"},
+    "AWS::EC2::SecurityGroup": {
+        "ec2:CreateSecurityGroup", "ec2:DeleteSecurityGroup", "ec2:DescribeSecurityGroups",
+        "ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress",
+        "ec2:UpdateSecurityGroupRuleDescriptionsIngress", "ec2:DescribeSecurityGroupRules",
+        "ec2:CreateTags"},
+    "AWS::EC2::SecurityGroupIngress": {
+        "ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress",
+        "ec2:DescribeSecurityGroupRules"},
+}
+# Needed on AWS by calls the flow makes, but not separate requests moto could record:
+IMPLIED_ACTIONS = {
+    "cloudformation:TagResource", "cloudformation:UntagResource",  # CreateStack/UpdateStack Tags
+    "events:TagResource",      # PutRule with Tags
+    "ec2:CreateTags",          # TagSpecifications of RunInstances/RequestSpotFleet/CreateKeyPair
+    "iam:PassRole",            # RunInstances with the worker profile, the Spot Fleet role
+    "iam:CreateServiceLinkedRole",  # first Spot request in an account creates AWSServiceRoleForEC2Spot
+}
+# Request names that differ from the IAM action they need.
+REQUEST_TO_ACTION = {
+    ("s3", "HeadObject"): {"s3:GetObject"},
+    ("s3", "ListObjectVersions"): {"s3:ListBucketVersions"},
+    # annex_setup deletes every version (VersionId given): both actions on AWS
+    ("s3", "DeleteObjects"): {"s3:DeleteObject", "s3:DeleteObjectVersion"},
+}
+
+
+def shipped_policy():
+    return json.loads(POLICY_PATH.read_text())
+
+
+def policy_actions(policy):
+    actions = set()
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        acts = statement["Action"]
+        actions.update([acts] if isinstance(acts, str) else acts)
+    return actions
+
+
+def moto_view(policy, drop_action=None):
+    """The shipped statements with Resource widened to "*" (what moto's server can evaluate),
+    optionally without one action."""
+    statements = []
+    for statement in policy["Statement"]:
+        acts = [a for a in ([statement["Action"]] if isinstance(statement["Action"], str)
+                            else statement["Action"]) if a != drop_action]
+        if acts:
+            statements.append(dict(statement, Action=acts, Resource="*"))
+    return {"Version": policy["Version"], "Statement": statements}
+
+
+def template_resource_types():
+    sys.path.insert(0, str(REPO / "collections"))
+    from ansible_collections.htcondor.annex.plugins.module_utils import annex_templates as t
+    types = set()
+    for template in (t.bucket_template(), t.lambda_template(), t.instance_profile_template(),
+                     t.security_group_template(["10.0.0.0/16"], ["sg-12345678"])):
+        types.update(r["Type"] for r in template["Resources"].values())
+    return types
+
+
+class Moto:
+    """Switches moto's IAM enforcement on and off (off = the test's own admin view)."""
+
+    def __init__(self, server):
+        self.server = server
+
+    def auth(self, on):
+        req = urllib.request.Request(self.server.url + "/moto-api/reset-auth", method="POST",
+                                     data=b"0" if on else b"inf", headers={"Content-Type": "text/plain"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert resp.status == 200
+
+    def admin(self, service):
+        return boto3.client(service, region_name=REGION, endpoint_url=self.server.url,
+                            aws_access_key_id="AKIAADMINADMINADMIN0", aws_secret_access_key="admin")
+
+
+class IamFlow:
+    def __init__(self, server, tmp):
+        self.moto = Moto(server)
+        self.server = server
+        self.flow = Flow(server, tmp)
+        iam = self.moto.admin("iam")
+        iam.create_user(UserName=USER, Tags=[{"Key": "htcondor-annex:managed-by", "Value": "htcondor.annex"}])
+        self.policy_arn = iam.create_policy(
+            PolicyName=POLICY_NAME, PolicyDocument=json.dumps(moto_view(shipped_policy())))["Policy"]["Arn"]
+        iam.attach_user_policy(UserName=USER, PolicyArn=self.policy_arn)
+        key = iam.create_access_key(UserName=USER)["AccessKey"]
+        # The annex user's keys, where the seed kept them (~/.condor/publicKeyFile, privateKeyFile).
+        self.flow.access_key, self.flow.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
+        for name, value in (("publicKeyFile", key["AccessKeyId"]), ("privateKeyFile", key["SecretAccessKey"])):
+            (self.flow.home / ".condor" / name).write_text(value + "\n")
+        self.moto.auth(True)
+
+    def set_policy(self, document):
+        """A new default version of the user's policy (auth off while the admin changes it)."""
+        self.moto.auth(False)
+        iam = self.moto.admin("iam")
+        versions = iam.list_policy_versions(PolicyArn=self.policy_arn)["Versions"]
+        for version in versions:
+            if not version["IsDefaultVersion"]:
+                iam.delete_policy_version(PolicyArn=self.policy_arn, VersionId=version["VersionId"])
+        iam.create_policy_version(PolicyArn=self.policy_arn, PolicyDocument=json.dumps(document),
+                                  SetAsDefault=True)
+        self.moto.auth(True)
+
+    @contextlib.contextmanager
+    def admin_view(self):
+        """Enforcement off while the test itself looks at moto (admin client factory)."""
+        self.moto.auth(False)
+        try:
+            yield self.moto.admin
+        finally:
+            self.moto.auth(True)
+
+    def user_requests(self):
+        """(service, IAM action) of every request the annex user's key signed."""
+        from moto_server import classify
+        found = set()
+        for line in self.server.recording.read_text().splitlines():
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            headers = {k.lower(): v for k, v in entry.get("headers", {}).items()}
+            if f"Credential={self.flow.access_key}/" not in headers.get("authorization", ""):
+                continue
+            service, action = classify(entry)
+            found.update(REQUEST_TO_ACTION.get((service, action), {f"{service}:{action}"}))
+        return found
+
+
+@pytest.fixture(scope="module")
+def iam_flow(tmp_path_factory):
+    with MotoServer(record=True) as server:
+        state = IamFlow(server, tmp_path_factory.mktemp("iam-flow"))
+        yield state
+        state.moto.auth(False)
+
+
+def _denied_cleanly(run_proc_stdout, action):
+    text = failures(run_proc_stdout)
+    assert f"AWS denied {action}" in text and "IAM permission" in text, text
+    return text
+
+
+def test_policy_document_is_valid_and_fits_a_managed_policy():
+    policy = shipped_policy()
+    compact = json.dumps(policy, separators=(",", ":"))
+    assert len(compact) <= MANAGED_POLICY_LIMIT, len(compact)
+    assert policy["Version"] == "2012-10-17"
+    sids = [s["Sid"] for s in policy["Statement"]]
+    assert len(sids) == len(set(sids))
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow" and "NotAction" not in statement
+        for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]):
+            assert "*" not in action, f"wildcard action {action} in {statement['Sid']}"
+    assert "AdministratorAccess" not in POLICY_PATH.read_text()
+
+
+def test_missing_permission_in_setup_fails_clearly_and_creates_nothing(iam_flow):
+    iam_flow.set_policy(moto_view(shipped_policy(), drop_action="cloudformation:CreateStack"))
+    try:
+        run = iam_flow.flow.playbook("playbooks/annex_setup.yml", rc=2)
+    finally:
+        iam_flow.set_policy(moto_view(shipped_policy()))
+    _denied_cleanly(run.raw, "cloudformation:CreateStack")
+    with iam_flow.admin_view() as admin:
+        assert not admin("cloudformation").describe_stacks()["Stacks"]
+        assert not admin("s3").list_buckets().get("Buckets")
+
+
+def test_whole_flow_with_only_the_shipped_policy(iam_flow):
+    flow = iam_flow.flow
+    run = flow.playbook("playbooks/annex_setup.yml")
+    setup = run.result("Create or update the HTCondorAnnex-* stacks")
+    assert setup["changed"] and run.result("Check the setup")["setup"]["ok"]
+    iam_flow.setup = setup
+    # drift -> UpdateStack of the security group stack, with the same user
+    run = flow.playbook("playbooks/annex_setup.yml", '{"htcondor_annex_worker_ingress_cidrs": ["127.0.0.2/32"]}')
+    assert run.result("Create or update the HTCondorAnnex-* stacks")["changed"] is True
+
+    run = flow.playbook("playbooks/annex_start.yml", "count=2")
+    assert len(run.result("Launch annex")["launched_instance_ids"]) == 2
+    fleet_file = flow.tmp / "fleet.json"
+    fleet_file.write_text(json.dumps({
+        "IamFleetRole": "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role",
+        "AllocationStrategy": "lowestPrice", "TargetCapacity": 1, "Type": "request",
+        "LaunchSpecifications": [{"ImageId": "ami-04681a1dbd79675a5", "InstanceType": "m4.large",
+                                  "WeightedCapacity": 1}]}))
+    run = flow.playbook("playbooks/annex_start.yml", "annex_name=Spot", "slots=1",
+                        f"spot_fleet_config={fleet_file}")
+    assert len(run.result("Launch annex")["spot_fleet_request_ids"]) == 1
+    info = flow.module("annex_info", "")
+    assert {"MyFirstAnnex", "Spot"} <= set(info["annexes"])
+
+    # One needed permission less: the launch fails naming it and rolls back what it made.
+    # (moto answers EventBridge denials in XML that botocore cannot parse for a JSON service, so
+    # the events actions are not used here; AWS answers them as AccessDeniedException.)
+    for action in ("ec2:RunInstances", "s3:PutObject"):
+        iam_flow.set_policy(moto_view(shipped_policy(), drop_action=action))
+        try:
+            run = flow.playbook("playbooks/annex_start.yml", "annex_name=Denied", "count=1", rc=2)
+        finally:
+            iam_flow.set_policy(moto_view(shipped_policy()))
+        _denied_cleanly(run.raw, action)
+        with iam_flow.admin_view() as admin:
+            assert not flow.instances("Denied", states=("pending", "running", "stopped", "terminated"))
+            assert not [r for r in admin("events").list_rules()["Rules"] if r["Name"] == "Denied"], \
+                f"{action}: lease rule left behind"
+            keys = [o["Key"] for o in admin("s3").list_objects_v2(Bucket=setup["bucket"]).get("Contents", [])]
+            assert "config-Denied.tar.gz" not in keys, f"{action}: tarball left behind"
+
+    # a tarball no annex owns any more: the teardown must empty the bucket itself
+    with iam_flow.admin_view() as admin:
+        admin("s3").put_object(Bucket=setup["bucket"], Key="config-Stray.tar.gz", Body=b"x")
+    run = flow.playbook("teardown.yml", "confirm=yes")
+    assert "MyFirstAnnex" in run.result("Summary")["msg"][0]
+    run = flow.playbook("teardown.yml", "confirm=yes")
+    assert run.stats["changed"] == 0
+
+    with iam_flow.admin_view() as admin:
+        live = [s for s in admin("cloudformation").describe_stacks()["Stacks"]
+                if s["StackStatus"] != "DELETE_COMPLETE"]
+        assert not live, [s["StackName"] for s in live]
+        running = admin("ec2").describe_instances(Filters=[{"Name": "instance-state-name",
+                                                            "Values": ["pending", "running"]}])
+        assert not running["Reservations"]
+        assert not admin("events").list_rules()["Rules"]
+        assert not admin("s3").list_buckets().get("Buckets")
+
+
+def test_policy_actions_are_exactly_what_the_code_needs(iam_flow):
+    """Every action in the policy is either a request the annex user made in the flow above, a
+    stack-side action of a resource type the templates use, or implied by a request parameter;
+    and every request the flow made is in the policy."""
+    made = iam_flow.user_requests()
+    assert "ec2:RunInstances" in made and "cloudformation:CreateStack" in made, made
+    types = template_resource_types()
+    unknown = types - set(STACK_SIDE_ACTIONS)
+    assert not unknown, f"templates use resource types this test does not know: {unknown}"
+    stack_side = set().union(*(STACK_SIDE_ACTIONS[t] for t in types))
+    allowed = policy_actions(shipped_policy())
+    assert made <= allowed, f"requests the policy does not allow: {made - allowed}"
+    needed = made | stack_side | IMPLIED_ACTIONS
+    assert allowed == needed, (f"in the policy but not needed: {sorted(allowed - needed)}; "
+                               f"needed but missing: {sorted(needed - allowed)}")
+
+
+def test_resource_scoping_of_the_unmodified_policy(iam_flow):
+    """moto's policy evaluator, fed the real ARNs of what the flow created: the shipped policy
+    reaches the project's resources and nothing else of the same kind."""
+    from moto.iam.access_control import IAMPolicy, PermissionResult
+
+    policy = IAMPolicy(POLICY_PATH.read_text())
+
+    def allowed(action, arn):
+        return policy.is_action_permitted(action, arn) == PermissionResult.PERMITTED
+
+    setup = iam_flow.setup
+    bucket = setup["bucket"]
+    account = "123456789012"
+    with iam_flow.admin_view() as admin:
+        stack_ids = {s["StackName"]: s["StackId"] for s in admin("cloudformation").list_stacks()["StackSummaries"]}
+    assert set(STACKS) <= set(stack_ids)
+    ours = [
+        ("cloudformation:CreateStack", stack_ids[STACKS[0]]),
+        ("cloudformation:DeleteStack", stack_ids[STACKS[3]]),
+        ("s3:CreateBucket", f"arn:aws:s3:::{bucket}"),
+        ("s3:PutObject", f"arn:aws:s3:::{bucket}/config-MyFirstAnnex.tar.gz"),
+        ("s3:DeleteObject", f"arn:aws:s3:::{bucket}/config-MyFirstAnnex.tar.gz"),
+        ("iam:GetInstanceProfile", setup["instance_profile_arn"]),
+        ("iam:PassRole", f"arn:aws:iam::{account}:role/{setup['instance_role_name']}"
+         if "instance_role_name" in setup else
+         f"arn:aws:iam::{account}:role/HTCondorAnnex-InstanceProfile-InstanceConfigurationRole-X"),
+        ("lambda:CreateFunction", setup["odi_lease_function_arn"]),
+        ("lambda:AddPermission", setup["sfr_lease_function_arn"]),
+        ("events:PutRule", f"arn:aws:events:{REGION}:{account}:rule/MyFirstAnnex"),
+        ("ec2:DeleteKeyPair", f"arn:aws:ec2:{REGION}:{account}:key-pair/HTCondorAnnex-KeyPair"),
+        ("ec2:TerminateInstances", f"arn:aws:ec2:{REGION}:{account}:instance/i-0123456789abcdef0"),
+    ]
+    for action, arn in ours:
+        assert allowed(action, arn), f"the shipped policy does not allow {action} on {arn}"
+    foreign = [
+        ("cloudformation:DeleteStack", f"arn:aws:cloudformation:{REGION}:{account}:stack/Production/1"),
+        ("s3:DeleteObject", "arn:aws:s3:::lab-data/results.csv"),
+        ("s3:DeleteBucket", "arn:aws:s3:::lab-data"),
+        ("s3:GetObject", "arn:aws:s3:::lab-data/secret.txt"),
+        ("iam:CreateRole", f"arn:aws:iam::{account}:role/Admin"),
+        ("iam:PutRolePolicy", f"arn:aws:iam::{account}:role/Admin"),
+        ("iam:PassRole", f"arn:aws:iam::{account}:role/Admin"),
+        ("iam:CreateUser", f"arn:aws:iam::{account}:user/mallory"),
+        ("iam:CreateAccessKey", f"arn:aws:iam::{account}:user/annex-user"),
+        ("iam:AttachUserPolicy", f"arn:aws:iam::{account}:user/annex-user"),
+        ("lambda:UpdateFunctionCode", f"arn:aws:lambda:{REGION}:{account}:function:billing"),
+        ("ec2:DeleteKeyPair", f"arn:aws:ec2:{REGION}:{account}:key-pair/my-laptop"),
+        ("ec2:AuthorizeSecurityGroupEgress", f"arn:aws:ec2:{REGION}:{account}:security-group/sg-1"),
+        ("ec2:StopInstances", f"arn:aws:ec2:{REGION}:{account}:instance/i-0123456789abcdef0"),
+    ]
+    for action, arn in foreign:
+        assert not allowed(action, arn), f"the shipped policy allows {action} on {arn}"
