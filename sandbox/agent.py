@@ -16,6 +16,7 @@ loop is bounded (--max-seconds, and it exits when moto stays unreachable). Each 
   (plugins/module_utils/lease_function.py) is called in-process on the rule's schedule.
 """
 import argparse
+import ast
 import importlib.util
 import json
 import os
@@ -75,11 +76,30 @@ class Agent:
         self.events = self.session.client("events")
         self.lease_handler = load_lease_handler()
         self.lease_last = {}
+        self.policies_ok = set()
         self.seen = set()  # instances that already had a container: never booted twice
         self.cgroup2 = opts.suite == "sid" and subprocess.run(
             ["stat", "-fc", "%T", "/sys/fs/cgroup"], capture_output=True, text=True, check=False).stdout.strip() != "cgroup2fs"
 
     # ---- moto ------------------------------------------------------------------------------
+    def repair_inline_policies(self):
+        """moto stores the inline policies of CloudFormation-made roles as a Python repr
+        ({'Statement': ...}) where IAM returns the JSON document; the stock boot script parses
+        `aws iam get-role-policy` output and finds no resource in the repr. Store them again as
+        JSON, as AWS would have them."""
+        for page in self.iam.get_paginator("list_roles").paginate():
+            for role in page["Roles"]:
+                for name in self.iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"]:
+                    key = (role["RoleName"], name)
+                    if key in self.policies_ok:
+                        continue
+                    doc = self.iam.get_role_policy(RoleName=role["RoleName"], PolicyName=name)["PolicyDocument"]
+                    if isinstance(doc, str) and doc.startswith("{'"):
+                        self.iam.put_role_policy(RoleName=role["RoleName"], PolicyName=name,
+                                                 PolicyDocument=json.dumps(ast.literal_eval(doc)))
+                        log("repaired moto's inline policy %s/%s (Python repr -> JSON)" % key)
+                    self.policies_ok.add(key)
+
     def instances(self):
         out = {}
         for page in self.ec2.get_paginator("describe_instances").paginate(
@@ -206,6 +226,8 @@ class Agent:
     # ---- one poll ------------------------------------------------------------------------------
     def poll(self):
         insts = self.instances()
+        if any(i["State"]["Name"] in ("pending", "running") for i in insts.values()):
+            self.repair_inline_policies()
         conts = self.containers()
         used = {c["ip"] for c in conts.values()}
         for iid, inst in sorted(insts.items()):
