@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import re
 
 try:
     import boto3
@@ -149,6 +150,9 @@ def translate_error(exc, action=None):
         message = err.get("Message", "")
         operation = getattr(exc, "operation_name", None)
         what = action or operation or "the request"
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code == "403" or (status == 403 and code in ("", "Unknown")):
+            code, message = _bare_403(message)
         if code in _AUTH_CODES:
             return AnnexAWSError(
                 "AWS rejected the credentials (%s) during %s: %s. Check the access key id and "
@@ -167,6 +171,31 @@ def translate_error(exc, action=None):
         return AnnexAWSError("AWS client error during %s: %s" % (action or "the request", exc),
                              code=type(exc).__name__, exception=exc)
     return AnnexAWSError("%s failed: %s" % (action or "AWS request", exc), exception=exc)
+
+
+_XML_CODE = re.compile(r"<Code>\s*([^<]*?)\s*</Code>")
+_XML_MESSAGE = re.compile(r"<Message>\s*([^<]*?)\s*</Message>")
+
+
+def _bare_403(body):
+    """(code, message) of an HTTP 403 whose body botocore could not parse (botocore then reports
+    the code "403" and the raw body, e.g. an XML error answering a JSON-protocol service such as
+    EventBridge). The code and message inside the body when there is one, else AccessDenied:
+    a 403 means the request was refused."""
+    body = body or ""
+    code = _XML_CODE.search(body)
+    text = _XML_MESSAGE.search(body)
+    if text:
+        message = text.group(1)
+    elif body.lstrip().startswith("<") or body.strip() == "Forbidden":
+        message = ""  # markup without a message: nothing a user can read
+    else:
+        message = body.strip()[:500]
+    message = ("%s (HTTP 403)" % message).strip() if message else "HTTP 403 Forbidden"
+    code = code.group(1) if code else ""
+    if code in _AUTH_CODES or code in _DENIED_CODES:
+        return code, message
+    return "AccessDenied", ("%s: %s" % (code, message)) if code else message
 
 
 def error_code(exc):

@@ -88,3 +88,58 @@ def test_snake_case_and_tags():
     assert aws.tag_list({"b": 1, "a": "x"}) == [{"Key": "a", "Value": "x"}, {"Key": "b", "Value": "1"}]
     assert aws.managed_tags({})[aws.MANAGED_BY_KEY] == "htcondor.annex"
     assert "aws:" in aws.validate_tags({"aws:x": "y"})
+
+
+def _raw_response_error(service, operation, status, body, **params):
+    """Call OPERATION through aws.call with botocore's real response parser fed a raw HTTP
+    answer (no network): what a server such as moto sends when it denies a request in a
+    format the service's protocol does not use."""
+    from botocore.awsrequest import AWSResponse
+
+    class _Raw:
+        def __init__(self, data):
+            self.data = data
+
+        def stream(self, **_kwargs):
+            yield self.data
+
+    conn = aws.AWSConnection(region="us-east-1", endpoint_url="http://127.0.0.1:1", max_attempts=1)
+    client = conn.client(service)
+
+    def answer(request, **_kwargs):
+        return AWSResponse(request.url, status, {}, _Raw(body))
+
+    client.meta.events.register("before-send", answer)
+    with pytest.raises(aws.AnnexAWSError) as err:
+        aws.call(client, operation, **params)
+    return err.value
+
+
+MOTO_EVENTS_DENIAL = (b'<?xml version="1.0" encoding="UTF-8"?>\n<ErrorResponse><Errors><Error>'
+                      b'<Code>AccessDenied</Code><Message>User: arn:aws:iam::123456789012:user/annex-user '
+                      b'is not authorized to perform: events:PutRule on resource: *</Message></Error>'
+                      b'</Errors></ErrorResponse>')
+
+
+@pytest.mark.parametrize("body", [MOTO_EVENTS_DENIAL, b"", b"<html><body>Forbidden</body></html>"])
+def test_bare_http_403_is_an_access_denial_naming_the_action(aws_env, body):
+    err = _raw_response_error("events", "PutRule", 403, body, Name="MyAnnex", ScheduleExpression="rate(5 minutes)")
+    assert err.message.startswith("AWS denied events:PutRule (AccessDenied): the credentials lack the IAM "
+                                  "permission for it."), err.message
+    assert "<" not in err.message, "raw markup in the message"
+    if body:
+        assert err.code == "AccessDenied"
+    if body == MOTO_EVENTS_DENIAL:
+        assert "is not authorized to perform: events:PutRule" in err.message
+
+
+def test_bare_http_403_with_a_credentials_code_is_a_credentials_error(aws_env):
+    body = (b"<ErrorResponse><Error><Code>InvalidClientTokenId</Code><Message>The security token "
+            b"included in the request is invalid.</Message></Error></ErrorResponse>")
+    err = _raw_response_error("events", "ListRules", 403, body)
+    assert err.message.startswith("AWS rejected the credentials (InvalidClientTokenId) during events:ListRules")
+
+
+def test_other_http_errors_are_not_denials(aws_env):
+    err = _raw_response_error("events", "ListRules", 500, b"<html>oops</html>")
+    assert "denied" not in err.message and "ListRules" in err.message
