@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from moto_server import MotoServer  # noqa: E402
@@ -221,3 +222,43 @@ def test_user_mode_creates_annex_user_with_only_the_policy_and_one_key(master_fl
     for pol in iam.list_attached_user_policies(UserName="annex-user")["AttachedPolicies"]:
         iam.detach_user_policy(UserName="annex-user", PolicyArn=pol["PolicyArn"])
     iam.delete_user(UserName="annex-user")
+
+
+def test_workers_reach_the_master_after_annex_setup_on_the_first_run(master_flow):
+    """site.yml order with htcondor_provision_master: provision -> (master build) -> annex setup
+    -> master_security_group.yml. After that one pass condor-master accepts 9618 from the
+    workers' group (no second site.yml run), the workers' group accepts the master, and teardown
+    (which must first drop that cross reference) leaves nothing of this project's."""
+    site = yaml.safe_load((Path(__file__).resolve().parents[2] / "playbooks/site.yml").read_text())
+    order = [entry["ansible.builtin.import_playbook"] for entry in site]
+    assert order.index("master_security_group.yml") > order.index("annex_setup.yml")
+    assert site[order.index("master_security_group.yml")]["when"] == "htcondor_provision_master | default(false) | bool"
+
+    flow = master_flow
+    ec2 = flow.admin("ec2")
+    flow.playbook("playbooks/provision_master.yml", flow.master_vars())
+    master_group = ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["condor-master"]}])["SecurityGroups"][0]["GroupId"]
+    flow.playbook("playbooks/annex_setup.yml",
+                  json.dumps({"htcondor_annex_worker_ingress_security_group_ids": [master_group],
+                              "htcondor_annex_worker_ingress_cidrs": []}))
+    outputs = flow.admin("cloudformation").describe_stacks(StackName="HTCondorAnnex-SecurityGroup")["Stacks"][0]["Outputs"]
+    worker_group = {o["OutputKey"]: o["OutputValue"] for o in outputs}["SecurityGroupId"]
+    run = flow.playbook("playbooks/master_security_group.yml", flow.master_vars())
+    assert run.stats["changed"] == 1
+
+    group = ec2.describe_security_groups(GroupIds=[master_group])["SecurityGroups"][0]
+    rules = sorted((p["FromPort"], tuple(sorted(r["CidrIp"] for r in p.get("IpRanges", []))),
+                    tuple(sorted(g["GroupId"] for g in p.get("UserIdGroupPairs", []))))
+                   for p in group["IpPermissions"])
+    assert rules == [(22, (ADMIN_CIDR,), ()), (9618, (ADMIN_CIDR,), (worker_group,))], rules
+    workers = ec2.describe_security_groups(GroupIds=[worker_group])["SecurityGroups"][0]
+    assert {(p["FromPort"], g["GroupId"]) for p in workers["IpPermissions"] for g in p.get("UserIdGroupPairs", [])} \
+        >= {(9618, master_group), (22, master_group)}
+    assert flow.playbook("playbooks/master_security_group.yml", flow.master_vars()).stats["changed"] == 0
+
+    flow.playbook("teardown.yml", flow.master_vars(), "confirm=yes")
+    left = project_leftovers(flow)
+    assert not left, f"teardown left project resources: {left}"
+    assert not flow.admin("cloudformation").describe_stacks()["Stacks"] or all(
+        s["StackStatus"] == "DELETE_COMPLETE" for s in flow.admin("cloudformation").describe_stacks()["Stacks"])
