@@ -262,9 +262,9 @@ def test_whole_flow_with_only_the_shipped_policy(iam_flow):
     assert {"MyFirstAnnex", "Spot"} <= set(info["annexes"])
 
     # One needed permission less: the launch fails naming it and rolls back what it made.
-    # (moto answers EventBridge denials in XML that botocore cannot parse for a JSON service, so
-    # the events actions are not used here; AWS answers them as AccessDeniedException.)
-    for action in ("ec2:RunInstances", "s3:PutObject"):
+    # (moto answers EventBridge denials with an XML body botocore cannot parse for a JSON
+    # service: a bare HTTP 403, which the modules report like AccessDenied, naming the action.)
+    for action in ("ec2:RunInstances", "s3:PutObject", "events:PutRule"):
         iam_flow.set_policy(moto_view(shipped_policy(), drop_action=action))
         try:
             run = flow.playbook("playbooks/annex_start.yml", "annex_name=Denied", "count=1", rc=2)
