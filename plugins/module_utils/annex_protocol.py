@@ -5,10 +5,13 @@
 
 - AnnexID: the annex name; it travels in the EC2 client token (<AnnexID>_<uuid>, max 64 chars),
   the S3 key config-<AnnexID>.tar.gz, the EventBridge rule name, a tag value and a ClassAd string.
-- The worker tarball: flat files 00ec2-dynamic.config (sorts first, as upstream) plus
+- The worker tarball: 00ec2-dynamic.config (sorts first, as upstream) plus
   99-htcondor-annex-lease.config (sorts last so the lease cannot be overridden by accident)
-  and password_file.pl (the .pl suffix keeps HTCondor from reading it as config). The boot
-  script untars it into /etc/condor/config.d.
+  and password_file.pl (the .pl suffix keeps HTCondor from reading it as config). The stock
+  boot script untars it into /etc/condor/config.d up to HTCondor 24.10 and into /etc/condor from
+  24.11 on, so every file is in the tarball twice: at the top and under config.d/. Either way
+  the files land in /etc/condor/config.d (HTCondor skips the unused copies: it does not read
+  subdirectories of config.d nor files directly in /etc/condor), whatever the worker AMI's version.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -24,9 +27,11 @@ import uuid
 from datetime import datetime
 
 ANNEX_ID_MAX = 27
-# Letters, digits, '-', '.', '_' (the boot script splits the client token at the LAST '_').
-# Must start with a letter or digit. Fits client token, S3 key, EventBridge rule name, tag, ClassAd.
-ANNEX_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Letters, digits, '-', '.'; must start with a letter or digit. No '_': the stock boot script
+# derives the AnnexID with `sed -r 's/_[^_]*//'`, which cuts the FIRST '_' run out of the client
+# token, so a name with '_' would make its workers fetch another annex's tarball.
+# Fits client token, S3 key, EventBridge rule name, tag and ClassAd string.
+ANNEX_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*$")
 OWNER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$")
 
 ANNEX_NAME_TAG = "htcondor:AnnexName"
@@ -67,8 +72,9 @@ def validate_annex_id(name):
         return ("annex name %r is %d characters long; the protocol allows at most %d "
                 "(it must fit the EC2 client token <name>_<uuid> of 64 characters)" % (name, len(name), ANNEX_ID_MAX))
     if not ANNEX_ID_RE.match(name):
-        return ("annex name %r has characters the protocol cannot carry: use letters, digits, '-', '.' "
-                "and '_', starting with a letter or digit" % name)
+        return ("annex name %r has characters the protocol cannot carry: use letters, digits, '-' and '.', "
+                "starting with a letter or digit ('_' is not allowed: the workers' boot script cuts the "
+                "client token at the first '_')" % name)
     return None
 
 
@@ -77,10 +83,11 @@ def client_token(annex_id):
 
 
 def annex_id_from_token(token):
-    """What the boot script does: the client token up to the last '_' (None without '_')."""
+    """What the stock boot script does (sed -r 's/_[^_]*//'): drop the first '_' run
+    (None without '_')."""
     if not token or "_" not in token:
         return None
-    return token.rsplit("_", 1)[0]
+    return re.sub(r"_[^_]*", "", token, count=1)
 
 
 def fleet_annex_id(fleet):
@@ -226,7 +233,7 @@ def build_tarball(config_text, lease_text, password_bytes, extra_files=None):
             entries.append((name, data, 0o644))
         entries.append((LEASE_CONFIG_FILE, lease_text.encode("utf-8"), 0o644))
         entries.append((PASSWORD_FILE, password_bytes, 0o600))
-        for name, data, mode in entries:
+        for name, data, mode in entries + [("config.d/" + n, d, m) for n, d, m in entries]:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mode = mode

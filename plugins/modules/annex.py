@@ -35,7 +35,8 @@ author:
 options:
   name:
     description:
-      - The annex name (HTCondor's AnnexID); 1 to 27 letters, digits, C(-), C(.) or C(_), starting with a letter or digit.
+      - The annex name (HTCondor's AnnexID); 1 to 27 letters, digits, C(-) or C(.), starting with a letter or digit.
+      - No C(_) is allowed, since the stock worker boot script cuts the EC2 client token at its first C(_) to find the AnnexID.
     type: str
     required: true
   state:

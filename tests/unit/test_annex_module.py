@@ -5,6 +5,7 @@ bad input (one test per case: message + nothing created), and the worker-side pr
 
 import io
 import json
+import re
 import tarfile
 
 import boto3
@@ -263,6 +264,7 @@ BAD = [
     ("neither_count_nor_slots", dict(count=None), "needs count"),
     ("name_too_long", dict(name="a" * 28), "at most 27"),
     ("name_bad_chars", dict(name="my annex!"), "characters the protocol cannot carry"),
+    ("name_with_underscore", dict(name="my_annex"), "cuts the client token at the first '_'"),
     ("duration_zero", dict(duration=0), "duration must be more than 0"),
     ("duration_negative", dict(duration=-1), "duration must be more than 0"),
     ("idle_zero", dict(idle=0), "idle must be more than 0"),
@@ -347,14 +349,14 @@ def test_wrong_credentials(pool, tmp_path):
 # ---------------------------------------------------------------- worker-side protocol
 
 def test_worker_side_protocol_lines_up(pool):
-    """What the stock boot script does: AnnexID from the client token (up to the last '_'),
+    """What the stock boot script does: AnnexID from the client token (sed -r 's/_[^_]*//'),
     the config-*.tar.gz resource of its instance profile's role with '*' -> AnnexID, and the
     object in the bucket must all line up."""
     import ast
-    launch(pool, name="my_annex.v2")
-    inst = [i for i in instances("my_annex.v2") if "IamInstanceProfile" in i][0]
-    annex_id = inst["ClientToken"].rsplit("_", 1)[0]
-    assert annex_id == "my_annex.v2"
+    launch(pool, name="my-annex.v2")
+    inst = [i for i in instances("my-annex.v2") if "IamInstanceProfile" in i][0]
+    annex_id = re.sub(r"_[^_]*", "", inst["ClientToken"], count=1)  # the boot script's sed
+    assert annex_id == "my-annex.v2"
     iam = boto3.client("iam", region_name=REGION)
     profile_name = inst["IamInstanceProfile"]["Arn"].rsplit("/", 1)[1]
     role = iam.get_instance_profile(InstanceProfileName=profile_name)["InstanceProfile"]["Roles"][0]["RoleName"]
@@ -372,4 +374,6 @@ def test_worker_side_protocol_lines_up(pool):
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
         names = tar.getnames()
-    assert set(names) >= {"00ec2-dynamic.config", "password_file.pl", "99-htcondor-annex-lease.config"}
+    # both boot script generations: untar into /etc/condor/config.d (<= 24.10) or /etc/condor (24.11+)
+    wanted = {"00ec2-dynamic.config", "password_file.pl", "99-htcondor-annex-lease.config"}
+    assert set(names) >= wanted | {"config.d/" + n for n in wanted}

@@ -7,10 +7,8 @@ The tarball is taken from moto's bucket after a real module launch, unpacked int
 stock 50ec2.config of condor-annex-ec2, and read back with condor_config_val: Debian trixie
 (HTCondor 23.9.6) and sid (25.x)."""
 
-import io
 import shutil
 import subprocess
-import tarfile
 import uuid
 
 import boto3
@@ -46,17 +44,18 @@ def test_worker_config_accepted_by_condor(moto, tmp_path, release, version, iden
     assert result["changed"], result
     body = boto3.client("s3", region_name=REGION).get_object(
         Bucket=setup["bucket"], Key="config-cfg-test.tar.gz")["Body"].read()
-    unpacked = tmp_path / "configd"
+    unpacked = tmp_path / "annex"
     unpacked.mkdir()
-    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
-        tar.extractall(unpacked, filter="data")
+    (unpacked / "config-cfg-test.tar.gz").write_bytes(body)
     name = "annex-cfg-%s" % uuid.uuid4().hex[:8]
     script = (
         "set -e; export DEBIAN_FRONTEND=noninteractive; apt-get -o Acquire::Check-Valid-Until=false update -qq >/dev/null; "
         "apt-get install -y -qq --no-install-recommends condor condor-annex-ec2 >/dev/null 2>&1 || "
         "apt-get install -y -qq --no-install-recommends condor >/dev/null; "
-        "cp /annex/* /etc/condor/config.d/; chmod 600 /etc/condor/config.d/password_file.pl; "
-        "ls /etc/condor/config.d; "
+        # untar where this version's stock boot script does: config.d (<= 24.10) or /etc/condor (24.11+)
+        "dir=$(grep -o 'tar --no-same-owner -C [^ ]*' /usr/libexec/condor/condor-annex-ec2 | cut -d' ' -f4); "
+        "test -d \"$dir\"; tar --no-same-owner -C \"$dir\" -x -z -f /annex/config-cfg-test.tar.gz; "
+        "stat -c '%a %U' /etc/condor/config.d/password_file.pl; ls /etc/condor/config.d; "
         "condor_config_val AnnexName IsAnnex STARTD_NOCLAIM_SHUTDOWN START SEC_PASSWORD_FILE "
         "ANNEX_POOL_IDENTITY ALLOW_DAEMON COLLECTOR_HOST SEC_DEFAULT_ENCRYPTION NUM_CPUS; "
         "echo ---; condor_config_val -subsystem STARTD DAEMON_SHUTDOWN; "
@@ -68,6 +67,7 @@ def test_worker_config_accepted_by_condor(moto, tmp_path, release, version, iden
     out = proc.stdout
     assert "parsed-ok" in out
     assert "50ec2.config" in out  # the stock condor-annex-ec2 config was there too, and ours still wins
+    assert "600 root" in out  # the pool password landed owner-only in config.d
     values = out.split("---")[0].strip().splitlines()[-10:]
     assert values[0] == '"cfg-test"' and values[1] == "TRUE"
     assert values[2] == "900"
