@@ -95,13 +95,7 @@ def check_worker_image(suite):
     return out
 
 
-# sid's stock condor-annex-ec2 (25.14.1) untars the annex tarball into /etc/condor, which HTCondor
-# does not read: the tarball must hold config.d/<file> for 24.11+ workers. Until the annex module
-# does that, the sid workers never learn the collector: strict xfail, so the fix is noticed.
-SID_XFAIL = pytest.mark.xfail(strict=True, reason="annex tarball layout for 24.11+ workers (files must be under config.d/)")
-
-
-@pytest.mark.parametrize("suite,version", [("trixie", "23.9.6"), pytest.param("sid", "25.14.1", marks=SID_XFAIL)])
+@pytest.mark.parametrize("suite,version", [("trixie", "23.9.6"), ("sid", "25.14.1")])
 def test_sandbox_flow(repo, ansible_env, suite, version, tmp_path):
     if run(["podman", "container", "exists", MASTER], check=False).returncode == 0:
         pytest.fail("a sandbox is already running: remove it with `ansible-playbook teardown.yml -e confirm=yes`")
