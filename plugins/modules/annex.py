@@ -565,6 +565,10 @@ class Annex:
             ClientToken=token, IamInstanceProfile={"Arn": setup["instance_profile_arn"]},
             SecurityGroupIds=[setup["security_group_id"]], InstanceInitiatedShutdownBehavior="terminate",
             TagSpecifications=self.tag_specifications(["instance", "volume"]),
+            # The stock condor-annex-ec2 boot script reads instance metadata with plain curl (no
+            # IMDSv2 token); AMIs that default to IMDSv2-only (e.g. Amazon Linux 2023) would leave
+            # the worker unable to find its annex, so allow both, explicitly.
+            MetadataOptions={"HttpEndpoint": "enabled", "HttpTokens": "optional"},
         )
         key_name = self.key_name(setup)
         if key_name:

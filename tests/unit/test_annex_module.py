@@ -73,6 +73,9 @@ def test_launch_one_call_tags_and_protocol(pool):
         if "IamInstanceProfile" in inst:
             assert inst["IamInstanceProfile"]["Arn"] == pool["setup"]["instance_profile_arn"]
         assert [g["GroupId"] for g in inst["SecurityGroups"]] == pool["setup"]["security_group_ids"]
+        # the stock boot script reads metadata without an IMDSv2 token
+        assert inst["MetadataOptions"]["HttpTokens"] == "optional"
+        assert inst["MetadataOptions"]["HttpEndpoint"] == "enabled"
     assert any("IamInstanceProfile" in i for i in found)
     # one reservation = one RunInstances call for both
     ec2 = boto3.client("ec2", region_name=REGION)
