@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: htcondor.annex contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Time to join in the local sandbox: seconds from `ansible-playbook annex_start.yml -e count=N`

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: htcondor.annex contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The sandbox's "EC2": turns instances moto reports into worker containers, and back.
@@ -207,7 +206,10 @@ class Agent:
         # What a container cannot do that an EC2 instance can (no ecryptfs, no mount namespaces).
         put("/etc/condor/config.d/51sandbox-container.config", (
             "# htcondor.annex sandbox: a container cannot encrypt or remount directories\n"
-            "ENCRYPT_EXECUTE_DIRECTORY = FALSE\nMOUNT_UNDER_SCRATCH =\n"))
+            "ENCRYPT_EXECUTE_DIRECTORY = FALSE\nMOUNT_UNDER_SCRATCH =\n"
+            "# The startd checks STARTD_NOCLAIM_SHUTDOWN when it updates the collector (every 5 min\n"
+            "# by default): update more often so idle workers halt soon after their idle time.\n"
+            "UPDATE_INTERVAL = 30\n"))
 
     def remove_worker(self, iid, c, why):
         dest = os.path.join(self.o.state_dir, "workers", iid)

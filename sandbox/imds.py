@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # Copyright: htcondor.annex contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Sandbox instance-metadata service, run INSIDE one sandbox worker container.
