@@ -21,7 +21,7 @@ ansible-playbook site.yml -e sandbox_suite="$suite"
 ansible-playbook annex_start.yml -e count=2
 echo "== condor_status -annex MyFirstAnnex"
 master 'condor_status -annex MyFirstAnnex'
-master "cd annex-jobs && sed 's/^arguments.*/arguments = 20/; s/^queue.*/queue 5/' sleep-on-aws.submit | condor_submit -"
+master "cd annex-jobs && sed 's/^arguments.*/arguments = 20/; s/^queue.*/queue 5/' sleep-on-aws.submit > five.submit && condor_submit five.submit"
 for _ in $(seq 60); do   # bounded: at most ~3 minutes
   [ "$(master 'condor_history -constraint "JobStatus == 4" -af ClusterId' | wc -l)" -ge 5 ] && break
   sleep 3
