@@ -270,7 +270,7 @@ class Agent:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     p.add_argument("--endpoint", required=True)
     p.add_argument("--region", default="us-east-1")
     p.add_argument("--network", required=True)

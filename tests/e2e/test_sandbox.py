@@ -126,10 +126,12 @@ def test_sandbox_flow(repo, ansible_env, suite, version, tmp_path):
         # 2. five MayUseAWS sleep jobs run on the annex slots; a job without MayUseAWS does not match.
         as_user("cd annex-jobs && sed 's/^arguments.*/arguments = 3/; s/^queue.*/queue 5/' sleep-on-aws.submit"
                 " | condor_submit -terse - && sed 's/^arguments.*/arguments = 3/' sleep.submit | condor_submit -terse -")
-        history = wait("five annex jobs to complete", lambda: (
-            lambda lines: lines if len(lines) >= 5 else None)(
-                as_user("condor_history -constraint 'MayUseAWS =?= True && JobStatus == 4' -af LastRemoteHost",
-                        check=False).stdout.split()), 240)
+
+        def five_annex_jobs_done():
+            lines = as_user("condor_history -constraint 'MayUseAWS =?= True && JobStatus == 4' -af LastRemoteHost",
+                            check=False).stdout.split()
+            return lines if len(lines) >= 5 else None
+        history = wait("five annex jobs to complete", five_annex_jobs_done, 240)
         hosts = {h.split("@")[-1] for h in history}
         assert hosts <= {s.split("@")[1] for s in slots}, (history, slots)
         not_aws = as_user("condor_q -constraint 'MayUseAWS =!= True' -af JobStatus NumJobStarts").stdout.split()
@@ -138,13 +140,15 @@ def test_sandbox_flow(repo, ansible_env, suite, version, tmp_path):
         assert "reject your job because of their own requirements" in analysis, analysis
 
         # 3b. short lease: a busy worker of a second annex is ended by the lease function.
-        res, _ = playbook(repo, env, "annex_start.yml", "-e", "annex_name=LeaseTest", "-e", "count=1",
-                          "-e", "duration=0.03", "-e", "idle=1")
+        res = playbook(repo, env, "annex_start.yml", "-e", "annex_name=LeaseTest", "-e", "count=1",
+                       "-e", "duration=0.03", "-e", "idle=1")[0]
         assert "Joined the pool: 1/1" in res.stdout, res.stdout[-3000:]
         as_user("cd annex-jobs && printf 'executable=/bin/sleep\\narguments=600\\n+MayUseAWS=True\\n"
                 "requirements=AnnexName==\"LeaseTest\"\\nqueue\\n' | condor_submit -terse -")
-        wait("the LeaseTest job to run", lambda: as_user(
-            "condor_q -constraint 'JobStatus == 2' -af RemoteHost", check=False).stdout.strip(), 120)
+
+        def lease_job_running():
+            return as_user("condor_q -constraint 'JobStatus == 2' -af RemoteHost", check=False).stdout.strip()
+        wait("the LeaseTest job to run", lease_job_running, 120)
         # 3a. meanwhile the idle MyFirstAnnex workers shut themselves down -> instances terminated.
         wait("idle workers to halt and end terminated", lambda: set(
             instance_states("MyFirstAnnex").values()) == {"terminated"}, 420, every=5)
