@@ -44,13 +44,20 @@ def as_user(cmd, timeout=60, check=True):
 
 
 def wait(what, pred, timeout, every=2.0):
+    """Poll pred until it returns something true, at most timeout seconds. One poll that hangs
+    (a podman exec on a loaded 2-core machine, bounded by its own timeout) counts as "not yet"."""
     deadline = time.monotonic() + timeout
+    slow_polls = 0
     while time.monotonic() < deadline:
-        value = pred()
+        try:
+            value = pred()
+        except subprocess.TimeoutExpired:
+            slow_polls += 1
+            value = None
         if value:
             return value
         time.sleep(every)
-    pytest.fail("timed out after %d s waiting for %s" % (timeout, what))
+    pytest.fail("timed out after %d s waiting for %s (%d polls hung)" % (timeout, what, slow_polls))
     return None
 
 
