@@ -62,7 +62,17 @@ options:
     type: str
     default: t3.micro
   ami_id:
-    description: An annex-compatible AMI (HTCondor and C(condor-annex-ec2) installed). Required with O(count).
+    description:
+      - An annex-compatible AMI (HTCondor and C(condor-annex-ec2) installed) for on-demand workers (O(count)).
+      - Default, when instances are to be launched, is the newest available worker image built by
+        C(build_worker_ami.yml) in this account and region (tags C(htcondor-annex:managed-by=htcondor.annex)
+        and C(htcondor-annex:role=worker-image)) whose architecture the O(instance_type) supports and whose
+        HTCondor version (tag C(htcondor-annex:htcondor-version)) is closest to the pool's, in this order
+        exact version, same major.minor, same major; never another major version. Without such an image
+        the module fails before creating anything and lists the worker images there are.
+      - The lookup (C(DescribeInstanceTypes), C(DescribeImages)) happens only when instances are to be
+        launched, so a re-run with the same O(count) costs no extra call.
+      - Not used with O(slots); the Spot Fleet config holds the AMI.
     type: str
   duration:
     description: Lease in hours; every worker is terminated when it ends. Must be > 0.
@@ -154,12 +164,17 @@ EXAMPLES = r'''
   htcondor.annex.annex:
     name: MyFirstAnnex
     count: 5
-    ami_id: ami-0123456789abcdef0
     instance_type: t3.micro
     duration: 8
     idle: 0.25
     tags:
       project: jwst
+
+- name: Two workers from a given AMI instead of the newest worker image built by build_worker_ami.yml
+  htcondor.annex.annex:
+    name: PinnedImage
+    count: 2
+    ami_id: ami-0123456789abcdef0
 
 - name: A Spot Fleet annex of 10 slots from the console's JSON export
   htcondor.annex.annex:
@@ -210,6 +225,24 @@ spot_fleet_request_ids:
   returned: always
   type: list
   elements: str
+ami_id:
+  description:
+    - The AMI the on-demand workers of this run were (or in check mode would be) launched from. null when
+      no O(ami_id) was given and nothing was to be launched, and for Spot Fleet annexes.
+  returned: always
+  type: str
+  sample: ami-0123456789abcdef0
+ami_name:
+  description: Name of the looked-up worker image; null when O(ami_id) was given (not looked up) or none was needed.
+  returned: always
+  type: str
+  sample: htcondor-annex-worker-25.0.3-amazonlinux2023-x86_64-20250101T120000Z
+ami_source:
+  description:
+    - C(given) (the O(ami_id) option) or C(newest project worker image) (looked up); null when no AMI was needed.
+  returned: always
+  type: str
+  sample: newest project worker image
 msg:
   description: What happened, in words.
   returned: always
@@ -234,11 +267,13 @@ from ansible_collections.htcondor.annex.plugins.module_utils.annex_setup_lib imp
     default_user_config_path, load_setup, parse_user_config_block, read_text,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils.condor_cli import CondorCLI
+from ansible_collections.htcondor.annex.plugins.module_utils import worker_image
 
 LIVE_STATES = ["pending", "running"]
 ALL_STATES = ["pending", "running", "stopping", "stopped"]
 FLEET_LIVE = ("submitted", "active", "modifying")
 DEFAULT_PASSWORD_FILE = "/etc/condor/passwords.d/POOL"
+INSTANCE_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9-]*\.[a-z0-9-]+$")
 SETUP_KEYS = ("bucket", "odi_lease_function_arn", "sfr_lease_function_arn", "instance_profile_arn",
               "security_group_id", "key_name")
 
@@ -330,10 +365,11 @@ def validate(params):
         if params[option] <= 0:
             raise InputError("%s must be more than 0 hours (got %s)" % (option, params[option]))
     if count is not None:
-        if not params["ami_id"]:
-            raise InputError("count needs ami_id: an annex-compatible AMI (HTCondor + condor-annex-ec2)")
-        if not re.match(r"^ami-[0-9a-zA-Z]+$", params["ami_id"]):
+        # No ami_id: the newest project worker image is looked up when instances are to be launched.
+        if params["ami_id"] and not re.match(r"^ami-[0-9a-zA-Z]+$", params["ami_id"]):
             raise InputError("ami_id %r is not an AMI id (ami-...)" % params["ami_id"])
+        if not INSTANCE_TYPE_RE.match(params["instance_type"] or ""):
+            raise InputError("instance_type %r is not an EC2 instance type (e.g. t3.micro)" % params["instance_type"])
     else:
         params["_spot_config"] = load_spot_fleet_config(params["spot_fleet_config"])
     for owner in params["owners"] or []:
@@ -361,7 +397,9 @@ class Annex:
         self.ec2 = conn.client("ec2")
         self.changed = False
         self.result = dict(annex_id=self.name, instance_ids=[], launched_instance_ids=[], client_token=None,
-                           spot_fleet_request_ids=[], live=0)
+                           spot_fleet_request_ids=[], live=0, ami_id=None, ami_name=None, ami_source=None)
+        if module.params["state"] == "present" and module.params["ami_id"] and module.params["slots"] is None:
+            self.result.update(ami_id=module.params["ami_id"], ami_source=worker_image.SOURCE_GIVEN)
         self.notes = []
 
     # ---------- reading state ----------
@@ -479,12 +517,28 @@ class Annex:
         if live + to_launch > self.params["max_instances"]:
             raise InputError("launching %d more would bring annex %s to %d, above max_instances (%d)" % (
                 to_launch, self.name, live + to_launch, self.params["max_instances"]))
+        if not spot and not self.params["ami_id"]:
+            self.worker_image()  # before anything is created: no image = nothing changed
         self.changed = True
         if self.module.check_mode:
-            self.notes.append("would launch %d %s" % (to_launch, "slots" if spot else "instances"))
+            self.notes.append("would launch %d %s%s" % (to_launch, "slots" if spot else "instances",
+                                                        "" if spot else " from %s" % self.result["ami_id"]))
             return self.finish()
         self.launch(events, setup, spot, to_launch, lease_end, rule)
         return self.finish()
+
+    def worker_image(self):
+        """Look up the project worker image for this launch (only called when launching without ami_id)."""
+        version = self.version()
+        image = worker_image.find_worker_image(self.ec2, version, self.params["instance_type"], self.conn.region)
+        self.result.update(ami_id=image["image_id"], ami_name=image["name"], ami_source=worker_image.SOURCE_NEWEST)
+        note = "worker image %s (%s, HTCondor %s, %s)" % (image["image_id"], image["name"] or "no name",
+                                                          image["version_tag"], image["architecture"])
+        if image["tier"] != worker_image.TIERS[0][1]:
+            note += ": no image with the pool's HTCondor %s, using the newest of %s" % (
+                worker_image.version_text(version), image["tier"])
+        self.notes.append(note)
+        return image
 
     def put_lease(self, events, setup, spot, lease_end):
         function = setup["sfr_lease_function_arn"] if spot else setup["odi_lease_function_arn"]
@@ -561,7 +615,7 @@ class Annex:
 
     def run_instances(self, setup, token, count):
         kwargs = dict(
-            ImageId=self.params["ami_id"], InstanceType=self.params["instance_type"], MinCount=count, MaxCount=count,
+            ImageId=self.result["ami_id"], InstanceType=self.params["instance_type"], MinCount=count, MaxCount=count,
             ClientToken=token, IamInstanceProfile={"Arn": setup["instance_profile_arn"]},
             SecurityGroupIds=[setup["security_group_id"]], InstanceInitiatedShutdownBehavior="terminate",
             TagSpecifications=self.tag_specifications(["instance", "volume"]),
