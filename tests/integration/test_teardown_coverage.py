@@ -53,9 +53,13 @@ RESOURCE_TYPES = (
     "ec2:security-group", "ec2:security-group-rule", "ec2:key-pair",
     "ec2:instance", "ec2:volume", "ec2:spot-fleet-request",
     "events:rule", "events:target",
+    "ec2:image", "ec2:snapshot",
 )
 # created only in aws_iam's user mode (see the module docstring)
 USER_MODE_TYPES = ("iam:user", "iam:access-key")
+# created by build_worker_ami.yml (it needs the worker role applied to a container) and removed
+# by teardown.yml -e htcondor_teardown_worker_images=true: tests/integration/test_worker_image.py
+IMAGE_TYPES = ("ec2:image", "ec2:snapshot")
 
 # creator (as found in the code) -> the resource types it creates
 CREATORS = {
@@ -83,7 +87,8 @@ CREATORS = {
     "module:amazon.aws.iam_access_key": ["iam:access-key"],
     "module:amazon.aws.ec2_security_group": ["ec2:security-group", "ec2:security-group-rule"],
     "module:amazon.aws.ec2_instance": ["ec2:instance", "ec2:volume"],
-    "module:amazon.aws.ec2_tag": [],  # tags an existing resource (the sandbox's AMI in moto)
+    "module:amazon.aws.ec2_tag": [],  # tags existing resources (the worker image, the sandbox's AMI)
+    "module:amazon.aws.ec2_ami": ["ec2:image", "ec2:snapshot"],
 }
 # Operations whose name starts like a creation but create nothing that outlives the call.
 NOT_CREATING = {"api:CreateTags"}
@@ -246,6 +251,10 @@ def project_resources(flow, seen):
     out["ec2:spot-fleet-request"] = [
         f["SpotFleetRequestId"] for f in ec2.describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
         if f["SpotFleetRequestState"] in ("submitted", "active", "modifying", "cancelled_running")]
+    images = ec2.describe_images(Owners=["self"], Filters=[{"Name": f"tag:{TAG}", "Values": ["htcondor.annex"]}])
+    out["ec2:image"] = [i["ImageId"] for i in images["Images"]]
+    out["ec2:snapshot"] = [s["SnapshotId"] for s in ec2.describe_snapshots(
+        OwnerIds=["self"], Filters=[{"Name": f"tag:{TAG}", "Values": ["htcondor.annex"]}])["Snapshots"]]
     for rule in events.list_rules()["Rules"]:
         targets = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
         if (rule.get("Description") or "").startswith("htcondor") or any(
@@ -290,7 +299,7 @@ def test_teardown_deletes_every_resource_type(coverage_flow):
     remember(flow, seen)
 
     before = project_resources(flow, seen)
-    expected = [t for t in RESOURCE_TYPES if t not in USER_MODE_TYPES]
+    expected = [t for t in RESOURCE_TYPES if t not in USER_MODE_TYPES + IMAGE_TYPES]
     missing = [t for t in expected if not before[t]]
     assert not missing, f"the playbooks did not create these types, so their teardown is not shown: {missing}"
     print("created:", {t: len(ids) for t, ids in before.items()})
