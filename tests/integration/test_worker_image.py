@@ -17,6 +17,7 @@ Asserted, in order:
   encrypted root volume and shutdown=terminate; the AMI is named after the installed HTCondor
   version, OS, architecture and time and carries the project's tags; the builder is terminated;
 - a second run reuses the image (changed=0, nothing launched); rebuild=true builds another;
+- annex_start.yml without ami_id launches from the newest of them;
 - teardown.yml keeps the images by default, and with htcondor_teardown_worker_images=true
   deregisters them, deletes their snapshots and terminates a builder left by an interrupted
   build; a second teardown changes nothing.
@@ -221,6 +222,22 @@ def test_build_reuse_rebuild(image_flow):
     flow.build(flow.build_vars(), "rebuild=true")
     assert len(flow.images()) == 2
     everything_cleaned(flow)
+
+
+def test_annex_start_uses_the_newest_worker_image(image_flow):
+    flow = image_flow
+    images = sorted(flow.images(), key=lambda i: i["CreationDate"])
+    assert len(images) == 2, "test_build_reuse_rebuild made no second image"
+    version = tags_of(images[-1])["htcondor-annex:htcondor-version"]
+    flow.playbook("playbooks/annex_setup.yml")
+    run = flow.playbook("annex_start.yml", "annex_name=FromImage", "count=1",
+                        json.dumps({"htcondor_annex_ami_id": "", "htcondor_annex_condor_version": version}))
+    launched = run.result("Launch annex")
+    assert launched["ami_id"] == images[-1]["ImageId"], launched
+    launched_instances = flow.instances("FromImage")
+    assert len(launched_instances) == 1
+    instance = launched_instances[0][1]
+    assert instance["ImageId"] == images[-1]["ImageId"]
 
 
 def test_teardown_keeps_images_unless_asked(image_flow):
