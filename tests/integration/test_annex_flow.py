@@ -199,11 +199,19 @@ def flow(tmp_path_factory):
         yield Flow(moto, tmp_path_factory.mktemp("annex-flow"))
 
 
-def test_start_without_ami_id_fails_clearly_and_creates_nothing(flow):
-    run = flow.playbook("playbooks/annex_start.yml", "annex_name=NoAmi", "ami_id=", "count=1", rc=2)
-    res = run.result("Check the launch variables")
-    assert res["failed"] and "ami_id is not set" in res["msg"], res
-    assert not flow.instances("NoAmi", states=("pending", "running", "stopped", "terminated"))
+def register_worker_image(ec2, version, arch_source_ami="ami-04681a1dbd79675a5"):
+    """A worker image as build_worker_ami.yml registers it (builder instance, CreateImage with
+    the project's tags, builder terminated). Returns the image id."""
+    builder = ec2.run_instances(ImageId=arch_source_ami, InstanceType="t3.micro", MinCount=1,
+                                MaxCount=1)["Instances"][0]["InstanceId"]
+    name = f"htcondor-annex-worker-{version}-debian13-x86_64-20250101T000000Z"
+    tags = {"htcondor-annex:managed-by": "htcondor.annex", "htcondor-annex:role": "worker-image",
+            "htcondor-annex:htcondor-version": version, "htcondor-annex:os": "debian13",
+            "htcondor-annex:htcondor-source": "distro", "Name": name}
+    image = ec2.create_image(InstanceId=builder, Name=name, TagSpecifications=[{
+        "ResourceType": "image", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])["ImageId"]
+    ec2.terminate_instances(InstanceIds=[builder])
+    return image
 
 
 def test_annex_life_cycle(flow):
@@ -232,6 +240,25 @@ def test_annex_life_cycle(flow):
 
     run = flow.playbook("playbooks/annex_setup.yml")
     assert run.stats["changed"] == 0, "second setup run changed something"
+
+    # --- no ami_id: the newest project worker image, else a clear failure that creates nothing --
+    run = flow.playbook("playbooks/annex_start.yml", "annex_name=NoAmi", "ami_id=", "count=1", rc=2)
+    res = run.result("Launch annex NoAmi")
+    assert res["failed"] and "no available htcondor.annex worker image in region us-east-1" in res["msg"], res
+    assert "build_worker_ami.yml" in res["msg"] and "23.9.6" in res["msg"], res
+    assert not flow.instances("NoAmi", states=("pending", "running", "stopped", "terminated"))
+    assert "NoAmi" not in [r["Name"] for r in flow.client("events").list_rules()["Rules"]]
+    keys = [o["Key"] for o in flow.client("s3").list_objects_v2(Bucket=setup["bucket"]).get("Contents", [])]
+    assert "config-NoAmi.tar.gz" not in keys
+    image = register_worker_image(ec2, "23.9.6")
+    run = flow.playbook("playbooks/annex_start.yml", "annex_name=NoAmi", "ami_id=", "count=1")
+    res = run.result("Launch annex NoAmi")
+    assert res["ami_id"] == image and res["ami_source"] == "newest project worker image", res
+    assert [inst["ImageId"] for _res, inst in flow.instances("NoAmi")] == [image]
+    assert f"Worker image: {image} (newest project worker image" in run.result("Summary")["msg"][2]
+    run = flow.playbook("playbooks/annex_start.yml", "annex_name=NoAmi", "ami_id=", "count=1")
+    assert run.result("Launch annex NoAmi")["changed"] is False
+    assert "Worker image: none needed (nothing launched)" in run.result("Summary")["msg"][2]
 
     # --- on-demand annex: 5, again 5, then 7 --------------------------------------------------
     run = flow.playbook("annex_start.yml", "count=5")  # the root entry point, as users run it
@@ -358,7 +385,7 @@ def test_annex_life_cycle(flow):
     assert cfn.describe_stacks(StackName=STACKS[0])["Stacks"][0]["StackStatus"] != "DELETE_COMPLETE"
 
     run = flow.playbook("teardown.yml", "confirm=yes")
-    assert run.result("Summary")["msg"][0] == "Annexes removed: MyFirstAnnex, SpotAnnex"
+    assert run.result("Summary")["msg"][0] == "Annexes removed: MyFirstAnnex, NoAmi, SpotAnnex"
     assert_nothing_left(flow, bucket)
 
     run = flow.playbook("teardown.yml", "confirm=yes")

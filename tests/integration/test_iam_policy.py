@@ -30,7 +30,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from moto_server import MotoServer  # noqa: E402
-from test_annex_flow import Flow, failures, STACKS  # noqa: E402
+from test_annex_flow import Flow, failures, register_worker_image, STACKS  # noqa: E402
 
 from conftest import REPO  # noqa: E402
 
@@ -247,8 +247,12 @@ def test_whole_flow_with_only_the_shipped_policy(iam_flow):
     run = flow.playbook("playbooks/annex_setup.yml", '{"htcondor_annex_worker_ingress_cidrs": ["127.0.0.2/32"]}')
     assert run.result("Create or update the HTCondorAnnex-* stacks")["changed"] is True
 
-    run = flow.playbook("playbooks/annex_start.yml", "count=2")
-    assert len(run.result("Launch annex")["launched_instance_ids"]) == 2
+    # no ami_id: the newest worker image is looked up (ec2:DescribeInstanceTypes, ec2:DescribeImages)
+    with iam_flow.admin_view() as admin:
+        image = register_worker_image(admin("ec2"), "23.9.6")
+    run = flow.playbook("playbooks/annex_start.yml", "count=2", "ami_id=")
+    launch = run.result("Launch annex")
+    assert len(launch["launched_instance_ids"]) == 2 and launch["ami_id"] == image, launch
     fleet_file = flow.tmp / "fleet.json"
     fleet_file.write_text(json.dumps({
         "IamFleetRole": "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role",
