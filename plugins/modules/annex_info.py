@@ -114,6 +114,15 @@ setup:
     outputs:
       description: The setup values read from the stacks (bucket, function ARNs, profile, security group).
       type: dict
+    worker_images:
+      description:
+        - The available worker images C(build_worker_ami.yml) made in this region, newest first
+          (what C(annex) picks from when no O(htcondor.annex.annex#module:ami_id) is given).
+          Having none is not a problem of the setup (an AMI id can be given), so it is only listed.
+      type: list
+      elements: dict
+      sample: [{"image_id": "ami-0123", "name": "htcondor-annex-worker-25.0.3-amazonlinux2023-x86_64-20260101T120000Z",
+                "htcondor_version": "25.0.3", "architecture": "x86_64", "creation_date": "2026-01-01T12:05:00.000Z"}]
 region:
   description: The region used.
   returned: always
@@ -135,6 +144,7 @@ from ansible_collections.htcondor.annex.plugins.module_utils.annex_setup_lib imp
     read_text, setup_problems,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils.condor_cli import CondorCLI
+from ansible_collections.htcondor.annex.plugins.module_utils.worker_image import describe_worker_images
 
 LIVE = ("pending", "running")
 
@@ -221,7 +231,10 @@ def check_setup(module, conn, stacks, condor):
     if password and not os.access(password, os.R_OK):
         problems.append("pool password file %s is not readable by this user" % password)
     statuses = dict((n, stacks[n]["StackStatus"] if n in stacks else "absent") for n in proto.STACKS)
-    return dict(ok=not problems, problems=problems, stacks=statuses, outputs=values)
+    images = [dict(image_id=i["image_id"], name=i["name"], htcondor_version=i["version_tag"],
+                   architecture=i["architecture"], creation_date=i["creation_date"])
+              for i in describe_worker_images(conn.client("ec2"))]
+    return dict(ok=not problems, problems=problems, stacks=statuses, outputs=values, worker_images=images)
 
 
 def main():

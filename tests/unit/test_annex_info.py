@@ -75,6 +75,19 @@ def test_check_setup_ok_and_problems(launched):
     assert any("no htcondor.annex block" in p for p in bad["setup"]["problems"])
 
 
+def test_check_setup_lists_worker_images(launched):
+    ec2 = boto3.client("ec2", region_name=REGION)
+    assert run_module(annex_info, dict(condor=False, check_setup=True))["setup"]["worker_images"] == []
+    builder = ec2.run_instances(ImageId=AMI, InstanceType="t3.micro", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    tags = {"htcondor-annex:managed-by": "htcondor.annex", "htcondor-annex:role": "worker-image",
+            "htcondor-annex:htcondor-version": "24.0.1"}
+    image = ec2.create_image(InstanceId=builder, Name="htcondor-annex-worker-24.0.1-x", TagSpecifications=[{
+        "ResourceType": "image", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])["ImageId"]
+    ec2.create_image(InstanceId=builder, Name="not-ours")  # untagged: not listed
+    listed = run_module(annex_info, dict(condor=False, check_setup=True))["setup"]["worker_images"]
+    assert [(i["image_id"], i["htcondor_version"]) for i in listed] == [(image, "24.0.1")]
+
+
 def test_check_setup_before_setup(moto):
     result = run_module(annex_info, dict(condor=False, check_setup=True))
     assert result["annexes"] == {}
