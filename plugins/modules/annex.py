@@ -475,13 +475,18 @@ class Annex:
         return proto.build_tarball(config, proto.render_lease_config(self.name, lease_end),
                                    self.password_bytes(), extra)
 
+    def check_host_inputs(self):
+        """Raise InputError if the collector, the HTCondor version or the pool password is unusable."""
+        self.collector()
+        self.version()
+        self.password_bytes()
+
     # ---------- present ----------
     def present(self):
         spot = self.params["slots"] is not None
         requested = self.params["slots"] if spot else self.params["count"]
         # Host-side inputs first: a missing password file must fail before any AWS call.
-        host_inputs = (self.collector(), self.version(), self.password_bytes())
-        del host_inputs
+        self.check_host_inputs()
         setup = load_setup(self.conn.client("cloudformation"), self.params["setup"])
         events = self.conn.client("events")
         if spot:
