@@ -24,6 +24,7 @@ Asserted, in order:
 """
 import base64
 import json
+import os
 import re
 import subprocess
 import sys
@@ -41,7 +42,7 @@ boto3 = pytest.importorskip("boto3")
 pytestmark = [pytest.mark.integration, pytest.mark.condor]
 
 BASE_IMAGE = "localhost/htcondor-annex-base:trixie"
-CONTAINER = "htcondor-annex-test-ami-builder"
+CONTAINER = "htcondor-annex-test-ami-builder-%d" % os.getpid()  # own name: runs may overlap
 TAG = "htcondor-annex:managed-by"
 NEWEST_DEBIAN = "debian-13-amd64-20251101-2222"
 BUILD_TIMEOUT = 900
@@ -229,7 +230,10 @@ def test_annex_start_uses_the_newest_worker_image(image_flow):
     images = sorted(flow.images(), key=lambda i: i["CreationDate"])
     assert len(images) == 2, "test_build_reuse_rebuild made no second image"
     version = tags_of(images[-1])["htcondor-annex:htcondor-version"]
-    flow.playbook("playbooks/annex_setup.yml")
+    run = flow.playbook("playbooks/annex_setup.yml", json.dumps({"htcondor_annex_ami_id": ""}))
+    listed = run.result("Check the setup")["setup"]["worker_images"]
+    assert [i["image_id"] for i in listed] == [i["ImageId"] for i in reversed(images)]
+    assert images[-1]["ImageId"] in run.result("Say which worker image")["msg"]
     run = flow.playbook("annex_start.yml", "annex_name=FromImage", "count=1",
                         json.dumps({"htcondor_annex_ami_id": "", "htcondor_annex_condor_version": version}))
     launched = run.result("Launch annex")
