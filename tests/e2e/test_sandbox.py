@@ -12,6 +12,7 @@ Run: pytest -m sandbox tests/e2e (about 7 minutes per suite on 2 cores, image ca
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -116,12 +117,17 @@ def test_sandbox_flow(repo, ansible_env, suite, version, tmp_path):
                                             "-e", "sandbox_lease_check_seconds=5", timeout=1500)
         assert "HTCondor %s master is up" % version in res.stdout
         assert "Your setup looks OK" in res.stdout
+        # the worker image has an AMI in moto registered like build_worker_ami.yml's: annex_start
+        # finds it as on AWS (no ami_id anywhere in the sandbox inventory)
+        assert "Workers: newest of 1 worker image(s) built by build_worker_ami.yml" in res.stdout, res.stdout[-3000:]
         print(check_worker_image(suite))
 
         # annex_start.yml -e count=2: both workers boot, fetch their tarball from moto's S3, join.
         res, timings["annex_start count=2 (to all joined)"] = playbook(
             repo, env, "annex_start.yml", "-e", "count=2", "-e", "idle=0.02", "-e", "annex_join_timeout=180")
         assert "Joined the pool: 2/2" in res.stdout, res.stdout[-3000:]
+        assert re.search(r"Worker image: ami-\w+ \(newest project worker image, htcondor-annex-worker-%s-"
+                         % re.escape(version), res.stdout), res.stdout[-3000:]
         slots = annex_slots("MyFirstAnnex")
         assert len({s.split("@")[1] for s in slots}) == 2, slots
         workers = worker_containers()
