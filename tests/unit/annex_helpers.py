@@ -119,3 +119,20 @@ class RequestCounter:
 
     def count(self, prefix=""):
         return len([c for c in self.calls if c.startswith(prefix)])
+
+
+POOL_PASSWORD = b"\xad\x9e\xdd\x9d\xbb\xd9"  # "s3cret" in HTCondor's pool password format
+
+
+def setup_pool(tmp_path, **launch_args):
+    """annex_setup done, a pool password file 0600, and the launch args a master would supply
+    (name, count, password_file, collector_host, owners; launch_args add or override)."""
+    from ansible_collections.htcondor.annex.plugins.modules import annex_setup  # pylint: disable=import-outside-toplevel
+    result = run_module(annex_setup, {})
+    assert result["changed"], result
+    password = tmp_path / "POOL"
+    password.write_bytes(POOL_PASSWORD)
+    password.chmod(0o600)
+    args = dict(count=2, password_file=str(password), collector_host="cm.example.org:9618", owners=["alice"])
+    args.update(launch_args)
+    return dict(setup=result, args=args, tmp=tmp_path)

@@ -12,27 +12,20 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from annex_helpers import REGION, aws_env, inventory, moto, run_module  # noqa: F401 pylint: disable=unused-import
-from ansible_collections.htcondor.annex.plugins.modules import annex, annex_setup
+from annex_helpers import POOL_PASSWORD, REGION, aws_env, inventory, moto, run_module, setup_pool  # noqa: F401 pylint: disable=unused-import
+from ansible_collections.htcondor.annex.plugins.modules import annex
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 AMI = "ami-04681a1dbd79675a5"
-PASSWORD = b"\xad\x9e\xdd\x9d\xbb\xd9"  # "s3cret" in HTCondor's pool password format
+PASSWORD = POOL_PASSWORD  # "s3cret" in HTCondor's pool password format
 
 
 @pytest.fixture
 def pool(moto, tmp_path):
     """Setup done, a pool password file, and the launch args a master would supply."""
-    result = run_module(annex_setup, {})
-    assert result["changed"], result
-    password = tmp_path / "POOL"
-    password.write_bytes(PASSWORD)
-    password.chmod(0o600)
-    args = dict(name="a1", count=2, ami_id=AMI, password_file=str(password), collector_host="cm.example.org:9618",
-                condor_version="23.9.6", owners=["alice"])
-    return dict(setup=result, args=args, tmp=tmp_path)
+    return setup_pool(tmp_path, name="a1", ami_id=AMI, condor_version="23.9.6")
 
 
 def launch(pool, check_mode=False, **overrides):

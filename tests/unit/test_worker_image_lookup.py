@@ -12,8 +12,8 @@ import boto3
 import botocore.client
 import pytest
 
-from annex_helpers import REGION, aws_env, inventory, moto, run_module  # noqa: F401 pylint: disable=unused-import
-from ansible_collections.htcondor.annex.plugins.modules import annex, annex_setup
+from annex_helpers import REGION, aws_env, inventory, moto, run_module, setup_pool  # noqa: F401 pylint: disable=unused-import
+from ansible_collections.htcondor.annex.plugins.modules import annex
 from ansible_collections.htcondor.annex.plugins.module_utils import worker_image as wi
 from ansible_collections.htcondor.annex.plugins.module_utils.aws import AnnexAWSError, AWSConnection
 
@@ -22,7 +22,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 SOURCE_AMI = {"x86_64": "ami-04681a1dbd79675a5", "arm64": "ami-0e9271c829888680e"}  # moto's Amazon Linux
 BUILDER_TYPE = {"x86_64": "t3.micro", "arm64": "t4g.micro"}
 FOREIGN_AMI = "ami-076f415166b04f5fe"  # public, owned by Amazon (not by the account)
-PASSWORD = b"\xad\x9e\xdd\x9d\xbb\xd9"
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 _seq = {"n": 0}
 
@@ -204,14 +203,7 @@ def test_tier_rules():
 
 @pytest.fixture
 def pool(moto, tmp_path):
-    result = run_module(annex_setup, {})
-    assert result["changed"], result
-    password = tmp_path / "POOL"
-    password.write_bytes(PASSWORD)
-    password.chmod(0o600)
-    args = dict(name="w1", count=2, password_file=str(password), collector_host="cm.example.org:9618",
-                condor_version="25.0.1", owners=["alice"])
-    return dict(setup=result, args=args)
+    return setup_pool(tmp_path, name="w1", condor_version="25.0.1")
 
 
 def launch(pool, check_mode=False, **overrides):
