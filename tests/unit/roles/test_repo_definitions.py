@@ -15,7 +15,7 @@ import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 
-ROLE = Path(__file__).resolve().parents[2] / "roles" / "condor_install"
+ROLE = Path(__file__).resolve().parents[3] / "roles" / "condor_install"
 CHANNELS = ["23.0", "24.0", "24.x", "25.0", "25.x"]
 
 RPM_HOSTS = {

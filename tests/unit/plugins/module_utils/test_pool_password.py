@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT / "collections"))
 
 from ansible_collections.htcondor.annex.plugins.module_utils import pool_password as pp  # noqa: E402
