@@ -117,7 +117,7 @@ def master_flow(tmp_path_factory):
 def test_world_open_admin_cidr_is_refused_before_any_call(master_flow):
     run = master_flow.playbook("playbooks/provision_master.yml",
                                master_flow.master_vars(htcondor_admin_cidrs=["0.0.0.0/0"]), rc=2)
-    assert "must not contain 0.0.0.0/0" in run.result("htcondor.annex.aws_master : Refuse a master open")["msg"]
+    assert "must not contain 0.0.0.0/0" in run.result("htcondor.annex.aws_common : Refuse an opening to the whole internet")["msg"]
     assert not master_flow.admin("iam").list_policies(Scope="Local")["Policies"], "IAM changed before the check"
     assert not master_instances(master_flow.admin("ec2"))
     assert not master_flow.admin("ec2").describe_security_groups(
