@@ -161,8 +161,12 @@ class PlaybookRun:
         return self.data["stats"]["localhost"]
 
     def results(self, task_prefix):
+        """Results of the tasks whose name starts with task_prefix, with or without the
+        "<role> : " prefix of a role's task."""
         return [t["hosts"]["localhost"] for play in self.data["plays"] for t in play["tasks"]
-                if t["task"]["name"].startswith(task_prefix) and "localhost" in t["hosts"]]
+                if task_prefix in (t["task"]["name"][:len(task_prefix)],
+                                   t["task"]["name"].split(" : ", 1)[-1][:len(task_prefix)])
+                and "localhost" in t["hosts"]]
 
     def result(self, task_prefix):
         found = self.results(task_prefix)
@@ -311,13 +315,14 @@ def test_annex_life_cycle(flow):
     assert sorted(len([1 for r, _inst in live if r == res]) for res in {r for r, _inst in live}) == [2, 5]
 
     # The join wait is bounded: no HTCondor answers here, so it must give up after the timeout,
-    # with a progress line per poll and a message saying what to do.
+    # after polling more than once, with a progress line and a message saying what to do.
     started = time.monotonic()
     run = flow.playbook("annex_start.yml", "count=7", "annex_wait_for_join=true",
                         "annex_join_timeout=4", "annex_join_poll=1", rc=2)
     assert time.monotonic() - started < 120
+    polls = run.result("Wait until every worker")["attempts"]
     progress = [r["msg"] for r in run.results("Progress")]
-    assert len(progress) >= 2 and all(m.startswith("0/7 workers joined") for m in progress), progress
+    assert polls >= 2 and progress and all(m.startswith("0/7 workers joined") for m in progress), (polls, progress)
     assert "Only 0/7 workers" in run.result("Fail if the workers did not join")["msg"]
     assert run.result("Launch annex")["changed"] is False
 
