@@ -45,7 +45,7 @@ def test_relative_links_resolve(page):
     for target in LINK.findall(page.read_text()):
         if re.match(r"^[a-z]+:", target):
             continue  # http(s), mailto: not checked here (no internet)
-        path, _, anchor = target.partition("#")
+        path, anchor = target.split("#", 1) if "#" in target else (target, "")
         dest = (page.parent / path).resolve() if path else page
         if not dest.exists() or REPO.resolve() not in [dest, *dest.parents]:
             broken.append(f"{target}: no such file in the repository")
