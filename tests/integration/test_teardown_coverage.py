@@ -323,7 +323,7 @@ def test_teardown_deletes_the_annex_user(coverage_flow):
     flow.playbook("playbooks/provision_master.yml", user_vars)
     before = project_resources(flow, seen)
     assert all(before[t] for t in USER_MODE_TYPES), before
-    run = subprocess.run([tool("ansible-playbook"), "-i", "inventories/moto/hosts.yml", "teardown.yml",
+    run = subprocess.run([tool("ansible-playbook"), "-i", "tests/integration/inventory/hosts.yml", "teardown.yml",
                           "-e", user_vars, "-e", "confirm=yes"], cwd=REPO, env=flow.env, capture_output=True,
                          text=True, timeout=300, stdin=subprocess.DEVNULL, check=False)
     flow.outputs.append(run.stdout + run.stderr)
