@@ -5,7 +5,7 @@ starting to all N workers showing in `condor_status -annex` on the master, for N
 
     .venv/bin/python benchmarks/time_to_join.py [--counts 1,2,4] [--suite trixie|sid]
 
-Uses the running sandbox (inventories/sandbox, the default inventory) or, when none runs, creates
+Uses the running sandbox (sandbox/inventory, the default inventory) or, when none runs, creates
 one with site.yml and removes it with teardown.yml at the end. Each count gets a fresh annex
 (JoinN) launched without the playbook's own join wait; condor_status is polled every 0.5 s
 (bounded). The annex is then removed with the annex module (state=absent) before the next count.

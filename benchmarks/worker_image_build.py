@@ -50,7 +50,7 @@ def main():
     parser.add_argument("--json", help="also write the figures to this file")
     opts = parser.parse_args()
     if rig.podman("image", "exists", rig.BASE_IMAGE, check=False).returncode != 0:
-        sys.exit("%s is missing: run tests/images/build.sh trixie" % rig.BASE_IMAGE)
+        sys.exit("%s is missing: run sandbox/images/build.sh trixie" % rig.BASE_IMAGE)
     figures = {"suite": "trixie"}
     with tempfile.TemporaryDirectory() as tmp, MotoServer() as moto:
         flow = rig.ImageFlow(moto, Path(tmp))

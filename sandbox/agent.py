@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The sandbox's "EC2": turns instances moto reports into worker containers, and back.
 
-Run in the background by playbooks/sandbox_create.yml (stopped by sandbox_destroy.yml); every
+Run in the background by sandbox/playbooks/create.yml (stopped by destroy.yml); every
 loop is bounded (--max-seconds, and it exits when moto stays unreachable). Each poll:
 - every pending/running instance tagged htcondor:AnnexName without a container gets one, from the
   worker image built by the condor_worker role, on the sandbox network, with an instance-metadata

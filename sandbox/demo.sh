@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 suite=${1:-trixie}
 bash scripts/bootstrap.sh
-bash tests/images/build.sh "$suite"
+bash sandbox/images/build.sh "$suite"
 export PATH="$PWD/.venv/bin:$PATH"
 master() { podman exec htcondor-annex-sandbox-master su - ec2-user -c "$1"; }
 start=$(date +%s)

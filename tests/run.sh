@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-bash tests/images/build.sh
+bash sandbox/images/build.sh
 # shellcheck disable=SC1091
 . .venv/bin/activate
 exec python -m pytest "$@"

@@ -6,9 +6,9 @@ setup -> check -> annex_start count=5 -> again (nothing new) -> count=7 (two mor
 teardown refused without confirmation -> teardown -> nothing this project created is left ->
 teardown again. Every ansible output is checked for the AWS secret key and the pool password.
 
-The "master" is this machine (inventories/moto, local connection) with HOME pointed at a
-throw-away directory holding the seed-style ~/.condor key files; moto instances never boot, so
-the playbooks run with annex_wait_for_join=false (set in the moto inventory).
+The "master" is this machine (tests/integration/inventory, local connection) with HOME pointed
+at a throw-away directory holding the seed-style ~/.condor key files; moto instances never boot,
+so the playbooks run with annex_wait_for_join=false (set in the moto inventory).
 """
 import base64
 import json
@@ -33,7 +33,7 @@ boto3 = pytest.importorskip("boto3")
 pytestmark = pytest.mark.integration
 
 REGION = "us-east-1"
-INVENTORY = "inventories/moto/hosts.yml"
+INVENTORY = "tests/integration/inventory/hosts.yml"
 STACKS = ("HTCondorAnnex-ConfigurationBucket", "HTCondorAnnex-LambdaFunctions",
           "HTCondorAnnex-InstanceProfile", "HTCondorAnnex-SecurityGroup")
 KEY_PAIR = "HTCondorAnnex-KeyPair"

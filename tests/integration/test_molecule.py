@@ -55,7 +55,7 @@ def test_molecule_scenario(scenario, version, tmp_path):
         pytest.fail("podman is not installed: run scripts/bootstrap.sh")
     image = f"localhost/htcondor-annex-base:{scenario}"
     if subprocess.run(["podman", "image", "exists", image], check=False).returncode != 0:
-        pytest.fail(f"{image} is missing: run tests/images/build.sh {scenario}")
+        pytest.fail(f"{image} is missing: run sandbox/images/build.sh {scenario}")
 
     env = dict(os.environ)
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"

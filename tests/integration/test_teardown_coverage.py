@@ -80,7 +80,7 @@ CREATORS = {
     "api:PutRule": ["events:rule"],
     "api:PutTargets": ["events:target"],
     "api:PutObject": ["s3:object"],
-    # amazon.aws modules in roles/ and playbooks/
+    # amazon.aws modules in roles/, playbooks/ and sandbox/playbooks/
     "module:amazon.aws.iam_managed_policy": ["iam:policy"],
     "module:amazon.aws.iam_role": ["iam:role", "iam:instance-profile"],
     "module:amazon.aws.iam_user": ["iam:user"],
@@ -121,7 +121,8 @@ def creators_in_code():
         for op in operations:
             if op.startswith(CREATE_VERBS):
                 add("api:" + op, path)
-    yaml_files = sorted((REPO / "roles").glob("*/tasks/*.yml")) + sorted((REPO / "playbooks").rglob("*.yml"))
+    yaml_files = (sorted((REPO / "roles").glob("*/tasks/*.yml")) + sorted((REPO / "playbooks").rglob("*.yml"))
+                  + sorted((REPO / "sandbox/playbooks").rglob("*.yml")))
     for path in yaml_files:
         for module in re.findall(r"^\s*-?\s*((?:amazon|community)\.aws\.\w+):", path.read_text(), re.M):
             if not module.endswith("_info") and module != "amazon.aws.aws":
@@ -323,7 +324,7 @@ def test_teardown_deletes_the_annex_user(coverage_flow):
     flow.playbook("playbooks/provision_master.yml", user_vars)
     before = project_resources(flow, seen)
     assert all(before[t] for t in USER_MODE_TYPES), before
-    run = subprocess.run([tool("ansible-playbook"), "-i", "inventories/moto/hosts.yml", "teardown.yml",
+    run = subprocess.run([tool("ansible-playbook"), "-i", "tests/integration/inventory/hosts.yml", "teardown.yml",
                           "-e", user_vars, "-e", "confirm=yes"], cwd=REPO, env=flow.env, capture_output=True,
                          text=True, timeout=300, stdin=subprocess.DEVNULL, check=False)
     flow.outputs.append(run.stdout + run.stderr)

@@ -128,7 +128,7 @@ def everything_cleaned(flow):
 @pytest.fixture(scope="module")
 def image_flow(tmp_path_factory):
     if podman("image", "exists", BASE_IMAGE, check=False).returncode != 0:
-        pytest.fail(f"{BASE_IMAGE} is missing: run tests/images/build.sh trixie")
+        pytest.fail(f"{BASE_IMAGE} is missing: run sandbox/images/build.sh trixie")
     with MotoServer() as moto:
         flow = ImageFlow(moto, tmp_path_factory.mktemp("ami"))
         flow.prepare()

@@ -32,7 +32,7 @@ def test_worker_config_accepted_by_condor(moto, tmp_path, release, version, iden
         pytest.skip("podman not installed")
     image = "localhost/htcondor-annex-base:%s" % release
     if podman("image", "exists", image).returncode != 0:
-        pytest.skip("base image %s not built (tests/images/build.sh)" % image)
+        pytest.skip("base image %s not built (sandbox/images/build.sh)" % image)
     setup = run_module(annex_setup, {})
     password = tmp_path / "POOL"
     password.write_bytes(b"\xad\x9e\xdd\x9d\xbb\xd9")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (or reuse) the systemd base images the tests boot as "hosts".
 # No image registry is reachable here, so images come from debootstrap.
-# Usage: tests/images/build.sh [trixie] [sid]     (default: both)
+# Usage: sandbox/images/build.sh [trixie] [sid]     (default: both)
 # An image is reused while it is younger than HTCONDOR_ANNEX_IMAGE_MAX_AGE_DAYS
 # (default 7) so CI does not rebuild it on every run; a clean machine builds it.
 set -euo pipefail
