@@ -10,6 +10,9 @@ VENV_BIN = Path(sys.executable).parent
 
 # Let unit tests import the collection as ansible_collections.htcondor.annex.
 sys.path.insert(0, str(REPO / "collections"))
+# The unit tests (ansible-test layout: tests/unit/plugins/{modules,module_utils,filter}, roles)
+# share tests/unit/annex_helpers.py.
+sys.path.insert(0, str(REPO / "tests" / "unit"))
 
 
 def tool(name):
