@@ -69,10 +69,6 @@ _THROTTLE_CODES = frozenset([
     "SlowDown", "RequestThrottled", "ProvisionedThroughputExceededException",
 ])
 
-# botocore service name -> IAM action prefix, where they differ.
-_IAM_PREFIX = {"events": "events", "cloudformation": "cloudformation", "s3": "s3", "ec2": "ec2",
-               "sts": "sts", "lambda": "lambda", "iam": "iam"}
-
 
 class AnnexAWSError(Exception):
     """An AWS failure already translated into a message for the user."""
@@ -120,7 +116,8 @@ def _read_key_file(path, what):
 def iam_action(client_or_service, operation):
     service = client_or_service if isinstance(client_or_service, str) else \
         client_or_service.meta.service_model.service_name
-    return "%s:%s" % (_IAM_PREFIX.get(service, service), operation)
+    # the IAM action prefix is the botocore service name for every service this collection calls
+    return "%s:%s" % (service, operation)
 
 
 def translate_error(exc, action=None):
@@ -204,6 +201,27 @@ def error_code(exc):
     if isinstance(exc, AnnexAWSError):
         return exc.code
     return None
+
+
+def is_not_found(exc, *codes, **kwargs):
+    """True when exc (an AnnexAWSError or ClientError) carries one of the "does not exist" codes;
+    message="..." also requires that text in the message (CloudFormation answers a missing stack
+    with the generic ValidationError)."""
+    message = kwargs.get("message")
+    if error_code(exc) not in codes:
+        return False
+    return message is None or message in (getattr(exc, "message", None) or str(exc))
+
+
+def describe_or_none(fn, *codes, **kwargs):
+    """fn() (a call that describes one thing), or None when AWS answers that it does not exist.
+    codes / message as for is_not_found."""
+    try:
+        return fn()
+    except AnnexAWSError as exc:
+        if is_not_found(exc, *codes, **kwargs):
+            return None
+        raise
 
 
 class AWSConnection:
