@@ -16,7 +16,8 @@ import re
 
 try:
     import boto3
-    import botocore
+    import botocore.session
+    from botocore.loaders import create_loader
     from botocore.config import Config
     from botocore.exceptions import (
         BotoCoreError,
@@ -80,12 +81,23 @@ class AnnexAWSError(Exception):
         self.exception = exception
 
 
+_DATA_LOADER = []
+
+
+def data_loader():
+    """botocore's data loader, one per module process and shared with the AWSConnection's session:
+    the region check reads botocore's endpoints data through it without building a session of its
+    own, and the clients created later find that data already parsed in its cache."""
+    if not _DATA_LOADER:
+        _DATA_LOADER.append(create_loader())
+    return _DATA_LOADER[0]
+
+
 def known_regions():
-    """Every region botocore knows for EC2 (all partitions)."""
-    session = botocore.session.get_session()
+    """Every region botocore knows (all partitions of its endpoints data)."""
     regions = set()
-    for partition in session.get_available_partitions():
-        regions.update(session.get_available_regions("ec2", partition_name=partition))
+    for partition in data_loader().load_data("endpoints").get("partitions", []):
+        regions.update(partition.get("regions", {}))
     return regions
 
 
@@ -244,10 +256,16 @@ class AWSConnection:
             kwargs["aws_secret_access_key"] = _read_key_file(secret_key_file, "secret key")
         if profile:
             kwargs["profile_name"] = profile
+        core = botocore.session.get_session()
+        core.lazy_register_component("data_loader", data_loader)
         try:
-            self.session = boto3.session.Session(**kwargs)
+            self.session = boto3.session.Session(botocore_session=core, **kwargs)
         except ProfileNotFound as exc:
             raise translate_error(exc)
+        # Each boto3 Session appends its data directory to the loader's search path: keep the
+        # shared loader's path free of repeats when a process makes several connections (tests).
+        paths = data_loader().search_paths
+        paths[:] = [p for i, p in enumerate(paths) if p not in paths[:i]]
         self._clients = {}
 
     @classmethod

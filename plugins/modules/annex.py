@@ -263,10 +263,16 @@ from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
     tag_list, validate_region, validate_tags,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
-from ansible_collections.htcondor.annex.plugins.module_utils import annex_resources as resources
+from ansible_collections.htcondor.annex.plugins.module_utils.annex_resources import (
+    ALL_INSTANCE_STATES, LIVE_INSTANCE_STATES, RULE_NOT_FOUND, cancel_fleets, delete_lease_rule, delete_tarball,
+    describe_lease_rule, find_fleets, instance_ids, put_lease, put_lease_rule, put_lease_target, put_tarball,
+    tarball_exists, terminate_instances,
+)
 from ansible_collections.htcondor.annex.plugins.module_utils.cloudformation import load_setup
 from ansible_collections.htcondor.annex.plugins.module_utils.files import read_text
-from ansible_collections.htcondor.annex.plugins.module_utils.user_config import default_user_config_path, parse_user_config_block
+from ansible_collections.htcondor.annex.plugins.module_utils.user_config import (
+    default_user_config_path, parse_user_config_block,
+)
 from ansible_collections.htcondor.annex.plugins.module_utils.condor_cli import CondorCLI
 from ansible_collections.htcondor.annex.plugins.module_utils import worker_image
 
@@ -404,11 +410,11 @@ class Annex:
         self.notes = []
 
     # ---------- reading state ----------
-    def live_instances(self, states=resources.LIVE_INSTANCE_STATES):
-        return resources.instance_ids(self.ec2, self.name, states)
+    def live_instances(self, states=LIVE_INSTANCE_STATES):
+        return instance_ids(self.ec2, self.name, states)
 
     def fleets(self):
-        return resources.find_fleets(self.ec2, self.name)
+        return find_fleets(self.ec2, self.name)
 
     # ---------- inputs from the host ----------
     def password_bytes(self):
@@ -472,7 +478,6 @@ class Annex:
         requested = self.params["slots"] if spot else self.params["count"]
         # Host-side inputs first: a missing password file must fail before any AWS call.
         self.read_host_inputs()
-        setup = load_setup(self.conn.client("cloudformation"), self.params["setup"])
         events = self.conn.client("events")
         if spot:
             fleets = self.fleets()
@@ -482,7 +487,7 @@ class Annex:
             instances = self.live_instances()
             live = len(instances)
             self.result["instance_ids"] = sorted(instances)
-        rule = resources.describe_lease_rule(events, self.name)
+        rule = describe_lease_rule(events, self.name)
         old_duration, old_end = proto.parse_lease_description(rule.get("Description") if rule else None)
         lease_changed = rule is None or old_duration != float(self.params["duration"]) or old_end is None
         lease_end = proto.lease_expiration(self.params["duration"]) if lease_changed else old_end
@@ -499,6 +504,7 @@ class Annex:
                     self.name, live, "slots" if spot else "instances"))
             if rule is not None and lease_changed and live > 0:
                 self.changed = True
+                setup = self.setup()
                 if not self.module.check_mode:
                     self.put_lease(events, setup, spot, lease_end)
                 self.notes.append("lease moved to %s (cloud side; running workers keep their worker-side stop "
@@ -507,6 +513,7 @@ class Annex:
         if live + to_launch > self.params["max_instances"]:
             raise InputError("launching %d more would bring annex %s to %d, above max_instances (%d)" % (
                 to_launch, self.name, live + to_launch, self.params["max_instances"]))
+        setup = self.setup()
         if not spot and not self.params["ami_id"]:
             self.worker_image()  # before anything is created: no image = nothing changed
         self.changed = True
@@ -514,7 +521,7 @@ class Annex:
             self.notes.append("would launch %d %s%s" % (to_launch, "slots" if spot else "instances",
                                                         "" if spot else " from %s" % self.result["ami_id"]))
             return self.finish()
-        self.launch(events, setup, spot, to_launch, lease_end, rule)
+        self.launch(events, setup, spot, to_launch, lease_end, rule, lease_changed)
         return self.finish()
 
     def worker_image(self):
@@ -535,19 +542,25 @@ class Annex:
         return setup["sfr_lease_function_arn"] if spot else setup["odi_lease_function_arn"]
 
     def put_lease(self, events, setup, spot, lease_end):
-        resources.put_lease(events, self.name, self.lease_function(setup, spot), setup["bucket"],
+        put_lease(events, self.name, self.lease_function(setup, spot), setup["bucket"],
                             self.params["duration"], lease_end)
 
-    def launch(self, events, setup, spot, to_launch, lease_end, old_rule):
+    def setup(self):
+        """The setup values (stacks' outputs, overridden by the setup option): read only when
+        something is to be written, so a no-op re-run does not list the stacks."""
+        return load_setup(self.conn.client("cloudformation"), self.params["setup"])
+
+    def launch(self, events, setup, spot, to_launch, lease_end, old_rule, lease_changed):
         s3 = self.conn.client("s3")
         body = self.tarball(lease_end)
         token = proto.client_token(self.name)
         created_tarball = created_rule = False
         try:
-            resources.put_tarball(s3, setup["bucket"], self.name, body)
+            put_tarball(s3, setup["bucket"], self.name, body)
             created_tarball = old_rule is None
-            created_rule = True
-            self.put_lease(events, setup, spot, lease_end)
+            if lease_changed:  # an existing rule with this duration and end is left as it is
+                created_rule = True
+                self.put_lease(events, setup, spot, lease_end)
             if spot:
                 request_id = self.request_spot_fleet(setup, token, to_launch, lease_end)
                 self.result["spot_fleet_request_ids"].append(request_id)
@@ -571,21 +584,21 @@ class Annex:
         self.changed = False
         steps = []
         if created_rule and old_rule is None:
-            steps.append(lambda: resources.delete_lease_rule(events, self.name, [proto.LEASE_TARGET_ID]))
+            steps.append(lambda: delete_lease_rule(events, self.name, [proto.LEASE_TARGET_ID]))
         elif created_rule:
             _duration, end = proto.parse_lease_description(old_rule.get("Description"))
             if end is not None:
-                steps.append(lambda: resources.put_lease_rule(events, self.name, old_rule.get("Description"),
+                steps.append(lambda: put_lease_rule(events, self.name, old_rule.get("Description"),
                                                               tagged=False))
-                steps.append(lambda: resources.put_lease_target(events, self.name, self.lease_function(setup, spot),
+                steps.append(lambda: put_lease_target(events, self.name, self.lease_function(setup, spot),
                                                                 setup["bucket"], end))
         if created_tarball:
-            steps.append(lambda: resources.delete_tarball(s3, setup["bucket"], self.name))
+            steps.append(lambda: delete_tarball(s3, setup["bucket"], self.name))
         for step in steps:
             try:
                 step()
             except AnnexAWSError as exc:
-                if is_not_found(exc, resources.RULE_NOT_FOUND, "NoSuchKey"):
+                if is_not_found(exc, RULE_NOT_FOUND, "NoSuchKey"):
                     continue
                 self.changed = True
                 self.module.warn("rollback incomplete (%s): remove annex %s with state=absent" % (
@@ -638,17 +651,17 @@ class Annex:
     # ---------- absent ----------
     def absent(self):
         events = self.conn.client("events")
-        instances = self.live_instances(resources.ALL_INSTANCE_STATES)
+        instances = self.live_instances(ALL_INSTANCE_STATES)
         fleets = self.fleets()
-        rule = resources.describe_lease_rule(events, self.name)
+        rule = describe_lease_rule(events, self.name)
         try:
-            setup = load_setup(self.conn.client("cloudformation"), self.params["setup"])
+            setup = self.setup()
         except AnnexAWSError as exc:
             if exc.code != "SetupMissing":
                 raise
             setup = {}
         s3 = self.conn.client("s3")
-        has_tarball = bool(setup.get("bucket")) and resources.tarball_exists(s3, setup["bucket"], self.name)
+        has_tarball = bool(setup.get("bucket")) and tarball_exists(s3, setup["bucket"], self.name)
         if not (instances or fleets or rule or has_tarball):
             self.notes.append("annex %s does not exist" % self.name)
             return self.finish()
@@ -662,13 +675,13 @@ class Annex:
             if self.condor.off(self.name):
                 self.notes.append("sent condor_off -annex %s" % self.name)
         if fleets:  # first, so the fleets do not replace the instances terminated below
-            resources.cancel_fleets(self.ec2, self.result["spot_fleet_request_ids"])
-            instances = self.live_instances(resources.ALL_INSTANCE_STATES)
-        resources.terminate_instances(self.ec2, instances)
+            cancel_fleets(self.ec2, self.result["spot_fleet_request_ids"])
+            instances = self.live_instances(ALL_INSTANCE_STATES)
+        terminate_instances(self.ec2, instances)
         if rule is not None:
-            resources.delete_lease_rule(events, self.name)
+            delete_lease_rule(events, self.name)
         if has_tarball:
-            resources.delete_tarball(s3, setup["bucket"], self.name)
+            delete_tarball(s3, setup["bucket"], self.name)
         self.notes.append("annex %s removed: %d instances terminated, %d fleets cancelled, lease rule %s" % (
             self.name, len(instances), len(fleets), "deleted" if rule else "already gone"))
         return self.finish()

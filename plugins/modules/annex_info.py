@@ -140,9 +140,13 @@ from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_resources as resources
-from ansible_collections.htcondor.annex.plugins.module_utils.cloudformation import describe_annex_stacks, outputs_of, setup_problems
+from ansible_collections.htcondor.annex.plugins.module_utils.cloudformation import (
+    describe_annex_stacks, outputs_of, setup_problems,
+)
 from ansible_collections.htcondor.annex.plugins.module_utils.files import file_is_owner_only, read_text
-from ansible_collections.htcondor.annex.plugins.module_utils.user_config import default_user_config_path, parse_user_config_block
+from ansible_collections.htcondor.annex.plugins.module_utils.user_config import (
+    default_user_config_path, parse_user_config_block,
+)
 from ansible_collections.htcondor.annex.plugins.module_utils.condor_cli import CondorCLI
 from ansible_collections.htcondor.annex.plugins.module_utils.worker_image import describe_worker_images
 
