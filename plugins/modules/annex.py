@@ -543,7 +543,7 @@ class Annex:
 
     def put_lease(self, events, setup, spot, lease_end):
         put_lease(events, self.name, self.lease_function(setup, spot), setup["bucket"],
-                            self.params["duration"], lease_end)
+                  self.params["duration"], lease_end)
 
     def setup(self):
         """The setup values (stacks' outputs, overridden by the setup option): read only when
@@ -589,9 +589,9 @@ class Annex:
             _duration, end = proto.parse_lease_description(old_rule.get("Description"))
             if end is not None:
                 steps.append(lambda: put_lease_rule(events, self.name, old_rule.get("Description"),
-                                                              tagged=False))
+                                                    tagged=False))
                 steps.append(lambda: put_lease_target(events, self.name, self.lease_function(setup, spot),
-                                                                setup["bucket"], end))
+                                                      setup["bucket"], end))
         if created_tarball:
             steps.append(lambda: delete_tarball(s3, setup["bucket"], self.name))
         for step in steps:

@@ -150,6 +150,7 @@ from ansible_collections.htcondor.annex.plugins.module_utils.user_config import 
 from ansible_collections.htcondor.annex.plugins.module_utils.condor_cli import CondorCLI
 from ansible_collections.htcondor.annex.plugins.module_utils.worker_image import describe_worker_images
 
+
 def argument_spec():
     spec = dict(AWS_ARGUMENT_SPEC)
     spec.update(
