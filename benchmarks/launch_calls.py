@@ -13,6 +13,12 @@ service and action) and the wall time of the module process.
 Targets (issue 3): calls per launch constant in count and no more than condor_annex's own
 sequence (about six: connectivity check, function lookup, tarball upload, rule, targets,
 RunInstances) plus the describes idempotence needs; wall time at 1000 within 2x of 1.
+
+Then (issue 10) the same operations side by side with amazon.aws.ec2_instance against the same
+moto server, for the first count: launch, same-count re-run, grow by one, removal; with the calls,
+the wall time and the module's own time (wall - API waits) of each run. Targets: a same-count
+re-run at most 2 calls, a grow that keeps the lease 5, per-run module time no more than
+ec2_instance's.
 Missed targets are reported, not fatal: the exit status is non-zero only when a launch fails.
 """
 import argparse
@@ -32,6 +38,10 @@ REGION = "us-east-1"
 AMI = "ami-04681a1dbd79675a5"  # an AMI moto knows (Amazon Linux 2)
 MODULE_TIMEOUT = 600
 CONDOR_ANNEX_SEQUENCE = 6
+RERUN_TARGET = 2
+GROW_TARGET = 5
+ANNEX_MODULE = "ansible_collections.htcondor.annex.plugins.modules.%s"
+EC2_INSTANCE = "ansible_collections.amazon.aws.plugins.modules.ec2_instance"
 
 # Loaded by the module's Python process through PYTHONPATH (sitecustomize): times every botocore
 # API call, so the wall time splits into "waiting for the API server" and "everything else".
@@ -86,16 +96,24 @@ class Bench:
         return {"region": REGION, "endpoint_url": self.moto.url,
                 "access_key_file": str(self.key_file), "secret_key_file": str(self.secret_file)}
 
+    def ec2_instance_aws_args(self):
+        """The same connection for amazon.aws (its option names; keys given as values)."""
+        return {"region": REGION, "endpoint_url": self.moto.url,
+                "access_key": self.key_file.read_text().strip(),
+                "secret_key": self.secret_file.read_text().strip()}
+
     def module(self, name, args):
-        """Run one module the way Ansible's local connection does; returns (result, seconds)."""
+        """Run one module the way Ansible's local connection does; returns (result, seconds).
+        name: an htcondor.annex module, or a full Python module path (amazon.aws)."""
         if self.timings.exists():
             self.timings.unlink()
-        args_file = self.tmp / f"{name}-args.json"
-        args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(self.aws_args(), **args)}))
+        path = name if "." in name else ANNEX_MODULE % name
+        base = self.ec2_instance_aws_args() if path == EC2_INSTANCE else self.aws_args()
+        args_file = self.tmp / f"{path.rsplit('.', 1)[-1]}-args.json"
+        args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(base, **args)}))
         start = time.monotonic()
         proc = subprocess.run(
-            [sys.executable, "-m", f"ansible_collections.htcondor.annex.plugins.modules.{name}",
-             str(args_file)],
+            [sys.executable, "-m", path, str(args_file)],
             env=self.env, cwd=self.tmp, capture_output=True, text=True, timeout=MODULE_TIMEOUT,
             check=False)
         elapsed = time.monotonic() - start
@@ -126,6 +144,68 @@ def launch_args(bench, annex, count):
             "instance_type": "t3.micro", "max_instances": max(count, 20),
             "duration": 1, "idle": 0.25, "password_file": str(bench.password_file),
             "collector_host": "127.0.0.1:9618", "condor_version": "23.9.6"}
+
+
+def ec2_instance_args(annex, count, state="present"):
+    """ec2_instance doing what the annex module does: exact_count instances tagged with the annex."""
+    if state == "absent":
+        return {"state": "absent", "filters": {"tag:htcondor:AnnexName": annex}, "wait": False}
+    return {"state": "present", "image_id": AMI, "instance_type": "t3.micro", "exact_count": count,
+            "filters": {"tag:htcondor:AnnexName": annex, "instance-state-name": ["pending", "running"]},
+            "tags": {"htcondor:AnnexName": annex}, "wait": False}
+
+
+def side_by_side(bench, count):
+    """Launch, same-count re-run, grow by one and removal, with htcondor.annex.annex and with
+    amazon.aws.ec2_instance (its own annex name, same moto server): one row per operation."""
+    steps = [("launch", count, "present"), ("same-count re-run", count, "present"),
+             ("grow by one", count + 1, "present"), ("remove", count + 1, "absent")]
+    rows = []
+    for label, number, state in steps:
+        row = {"operation": label}
+        for tool, name, args in (
+                ("annex", "annex", dict(launch_args(bench, "Side%d" % count, number), state=state)
+                 if state == "present" else {"name": "Side%d" % count, "state": "absent",
+                                             "condor_off": False}),
+                ("ec2_instance", EC2_INSTANCE, ec2_instance_args("Ec2i%d" % count, number, state))):
+            result, secs, calls, spent = bench.measured(name, args)
+            if result.get("failed"):
+                print(f"{tool} {label}: failed: {result.get('msg')}", file=sys.stderr)
+            row[tool] = {"calls": sum(calls.values()), "seconds": round(secs, 3),
+                         "module_seconds": round(secs - sum(spent.values()), 3),
+                         "actions": fmt_actions(calls), "failed": bool(result.get("failed"))}
+        rows.append(row)
+    return rows
+
+
+def print_side_by_side(rows, count):
+    print()
+    print(f"htcondor.annex.annex vs amazon.aws.ec2_instance, same moto server, count {count} "
+          "(module s = wall - API waits)")
+    print()
+    print(f"{'operation':<18} | {'annex calls':>11} | {'annex s':>7} | {'module s':>8} | "
+          f"{'ec2_instance calls':>18} | {'ec2_instance s':>14} | {'module s':>8}")
+    print(f"{'-' * 18}-+-{'-' * 11}-+-{'-' * 7}-+-{'-' * 8}-+-{'-' * 18}-+-{'-' * 14}-+-{'-' * 8}")
+    for row in rows:
+        a, e = row["annex"], row["ec2_instance"]
+        print(f"{row['operation']:<18} | {a['calls']:>11} | {a['seconds']:>7.2f} | {a['module_seconds']:>8.2f} | "
+              f"{e['calls']:>18} | {e['seconds']:>14.2f} | {e['module_seconds']:>8.2f}")
+    print()
+    for row in rows:
+        print(f"{row['operation']:<18} annex: {row['annex']['actions']}")
+        print(f"{'':<18} ec2_instance: {row['ec2_instance']['actions']}")
+    by_op = {row["operation"]: row for row in rows}
+    rerun = by_op["same-count re-run"]["annex"]["calls"]
+    grow = by_op["grow by one"]["annex"]["calls"]
+    mine = sum(r["annex"]["module_seconds"] for r in rows) / len(rows)
+    theirs = sum(r["ec2_instance"]["module_seconds"] for r in rows) / len(rows)
+    print()
+    print(f"same-count re-run: {rerun} calls (target <= {RERUN_TARGET}: "
+          f"{'met' if rerun <= RERUN_TARGET else 'MISSED'})")
+    print(f"grow that keeps the lease: {grow} calls (target <= {GROW_TARGET}: "
+          f"{'met' if grow <= GROW_TARGET else 'MISSED'})")
+    print(f"module time per run, mean of the four: annex {mine:.2f} s, ec2_instance {theirs:.2f} s "
+          f"(target annex <= ec2_instance: {'met' if mine <= theirs else 'MISSED'})")
 
 
 def fmt_actions(counter):
@@ -172,6 +252,8 @@ def main():
                          "rerun_actions": {f"{s}:{a}": n for (s, a), n in sorted(calls2.items())},
                          "launch_text": fmt_actions(calls), "rerun_text": fmt_actions(calls2)})
 
+        side = side_by_side(bench, counts[0]) if counts else []
+
     print()
     print("wall s = the module process; API s = of which waiting for AWS (moto) answers, RunInstances")
     print("s = of which RunInstances alone; module s = wall - API s (Python start, imports, tarball,")
@@ -209,8 +291,11 @@ def main():
             print(f"module time (wall - API waits) count {last['count']} / count "
                   f"{first['count']}: {mratio:.2f}x (target <= 2x: "
                   f"{'met' if mratio <= 2 else 'MISSED'})")
+    if side:
+        print_side_by_side(side, counts[0])
+        failed = failed or any(r["annex"]["failed"] for r in side)
     if opts.json:
-        Path(opts.json).write_text(json.dumps(rows, indent=2))
+        Path(opts.json).write_text(json.dumps({"launches": rows, "side_by_side": side}, indent=2))
     return 1 if failed else 0
 
 

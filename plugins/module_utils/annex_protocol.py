@@ -105,10 +105,6 @@ def tarball_key(annex_id):
     return "config-%s.tar.gz" % annex_id
 
 
-def tarball_policy_resource(bucket):
-    return "arn:aws:s3:::%s/config-*.tar.gz" % bucket
-
-
 def region_prefix(region):
     return re.sub(r"[^A-Za-z0-9_./]", "_", region)
 
@@ -171,8 +167,7 @@ def parse_lease_description(text):
     return float(match.group(1)), int(match.group(2))
 
 
-def render_worker_config(annex_id, collector_host, version, idle_hours, owners=None,
-                         lease_end_epoch=None):
+def render_worker_config(annex_id, collector_host, version, idle_hours, owners=None):
     """The worker's 00ec2-dynamic.config, for the pool's HTCondor version."""
     identity = pool_identity(version)
     if owners:

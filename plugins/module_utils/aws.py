@@ -16,7 +16,8 @@ import re
 
 try:
     import boto3
-    import botocore
+    import botocore.session
+    from botocore.loaders import create_loader
     from botocore.config import Config
     from botocore.exceptions import (
         BotoCoreError,
@@ -69,10 +70,6 @@ _THROTTLE_CODES = frozenset([
     "SlowDown", "RequestThrottled", "ProvisionedThroughputExceededException",
 ])
 
-# botocore service name -> IAM action prefix, where they differ.
-_IAM_PREFIX = {"events": "events", "cloudformation": "cloudformation", "s3": "s3", "ec2": "ec2",
-               "sts": "sts", "lambda": "lambda", "iam": "iam"}
-
 
 class AnnexAWSError(Exception):
     """An AWS failure already translated into a message for the user."""
@@ -84,12 +81,23 @@ class AnnexAWSError(Exception):
         self.exception = exception
 
 
+_DATA_LOADER = []
+
+
+def data_loader():
+    """botocore's data loader, one per module process and shared with the AWSConnection's session:
+    the region check reads botocore's endpoints data through it without building a session of its
+    own, and the clients created later find that data already parsed in its cache."""
+    if not _DATA_LOADER:
+        _DATA_LOADER.append(create_loader())
+    return _DATA_LOADER[0]
+
+
 def known_regions():
-    """Every region botocore knows for EC2 (all partitions)."""
-    session = botocore.session.get_session()
+    """Every region botocore knows (all partitions of its endpoints data)."""
     regions = set()
-    for partition in session.get_available_partitions():
-        regions.update(session.get_available_regions("ec2", partition_name=partition))
+    for partition in data_loader().load_data("endpoints").get("partitions", []):
+        regions.update(partition.get("regions", {}))
     return regions
 
 
@@ -120,7 +128,8 @@ def _read_key_file(path, what):
 def iam_action(client_or_service, operation):
     service = client_or_service if isinstance(client_or_service, str) else \
         client_or_service.meta.service_model.service_name
-    return "%s:%s" % (_IAM_PREFIX.get(service, service), operation)
+    # the IAM action prefix is the botocore service name for every service this collection calls
+    return "%s:%s" % (service, operation)
 
 
 def translate_error(exc, action=None):
@@ -206,6 +215,27 @@ def error_code(exc):
     return None
 
 
+def is_not_found(exc, *codes, **kwargs):
+    """True when exc (an AnnexAWSError or ClientError) carries one of the "does not exist" codes;
+    message="..." also requires that text in the message (CloudFormation answers a missing stack
+    with the generic ValidationError)."""
+    message = kwargs.get("message")
+    if error_code(exc) not in codes:
+        return False
+    return message is None or message in (getattr(exc, "message", None) or str(exc))
+
+
+def describe_or_none(fn, *codes, **kwargs):
+    """fn() (a call that describes one thing), or None when AWS answers that it does not exist.
+    codes / message as for is_not_found."""
+    try:
+        return fn()
+    except AnnexAWSError as exc:
+        if is_not_found(exc, *codes, **kwargs):
+            return None
+        raise
+
+
 class AWSConnection:
     """Creates clients from one boto3 session with the collection's config."""
 
@@ -226,10 +256,16 @@ class AWSConnection:
             kwargs["aws_secret_access_key"] = _read_key_file(secret_key_file, "secret key")
         if profile:
             kwargs["profile_name"] = profile
+        core = botocore.session.get_session()
+        core.lazy_register_component("data_loader", data_loader)
         try:
-            self.session = boto3.session.Session(**kwargs)
+            self.session = boto3.session.Session(botocore_session=core, **kwargs)
         except ProfileNotFound as exc:
             raise translate_error(exc)
+        # Each boto3 Session appends its data directory to the loader's search path: keep the
+        # shared loader's path free of repeats when a process makes several connections (tests).
+        paths = data_loader().search_paths
+        paths[:] = [p for i, p in enumerate(paths) if p not in paths[:i]]
         self._clients = {}
 
     @classmethod

@@ -72,13 +72,6 @@ class CondorCLI:
                 machines.setdefault(annex_name, set()).add(parts[0])
         return machines
 
-    def joined(self, annex_name):
-        """How many distinct machines of the annex are in the pool, or None if unknown."""
-        machines = self.annex_machines(annex_name)
-        if machines is None:
-            return None
-        return len(machines.get(annex_name, set()))
-
     def off(self, annex_name):
         """condor_off -annex NAME: True if sent, None if HTCondor unavailable/failed."""
         out = self._run("condor_off", ["-annex", annex_name])

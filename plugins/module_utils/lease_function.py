@@ -15,7 +15,12 @@ try:
 except ImportError:  # only on hosts without boto3 (the Lambda runtime has it)
     boto3 = None
 __metaclass__ = type
+# Copies of the collection's protocol constants (this code cannot import the collection);
+# tests/unit/plugins/module_utils/test_protocol_copies.py fails when they differ.
 TAG = 'htcondor:AnnexName'
+TARBALL_KEY = 'config-%s.tar.gz'
+INSTANCE_STATES = ['pending', 'running', 'stopping', 'stopped']
+FLEET_STATES = ('submitted', 'active', 'modifying')
 
 
 def _expired(event, now):
@@ -26,7 +31,7 @@ def _instances(ec2, annex):
     ids = []
     pages = ec2.get_paginator('describe_instances').paginate(Filters=[
         {'Name': 'tag:' + TAG, 'Values': [annex]},
-        {'Name': 'instance-state-name', 'Values': ['pending', 'running', 'stopping', 'stopped']}])
+        {'Name': 'instance-state-name', 'Values': INSTANCE_STATES}])
     for page in pages:
         for res in page['Reservations']:
             for i in res['Instances']:
@@ -43,7 +48,7 @@ def _fleets(ec2, annex):
             tags = [t for s in c.get('TagSpecifications') or [] for t in s.get('Tags', [])]
             mine = {'Key': TAG, 'Value': annex} in tags + (f.get('Tags') or [])
             if (mine or (c.get('ClientToken') or '').startswith(annex + '_')) and f.get(
-                    'SpotFleetRequestState') in ('submitted', 'active', 'modifying'):
+                    'SpotFleetRequestState') in FLEET_STATES:
                 ids.append(f['SpotFleetRequestId'])
     return ids
 
@@ -61,7 +66,7 @@ def handler(event, context=None, session=None, now=None):
     ids = _instances(ec2, annex)
     for n in range(0, len(ids), 500):
         ec2.terminate_instances(InstanceIds=ids[n:n + 500])
-    s.client('s3').delete_object(Bucket=event['S3BucketName'], Key='config-%s.tar.gz' % annex)
+    s.client('s3').delete_object(Bucket=event['S3BucketName'], Key=TARBALL_KEY % annex)
     ev = s.client('events')
     try:
         tg = [t['Id'] for t in ev.list_targets_by_rule(Rule=annex).get('Targets', [])]

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: contributors to the htcondor.annex collection
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""HTCondor pool password file format and an atomic, idempotent writer.
+"""HTCondor pool password file format and an idempotent writer (atomic: files.write_private).
 
 HTCondor stores the pool password (also the IDTOKENS ``POOL`` signing key) as the
 password bytes XOR the repeating key ``DE AD BE EF``: no padding, no trailing NUL.
@@ -15,7 +15,8 @@ __metaclass__ = type
 
 import os
 import stat
-import tempfile
+
+from ansible_collections.htcondor.annex.plugins.module_utils.files import write_private
 
 XOR_KEY = b"\xde\xad\xbe\xef"
 
@@ -62,42 +63,6 @@ def read_existing(path):
             return f.read()
     except FileNotFoundError:
         return None
-
-
-def write_atomic(path, data, mode=0o600, uid=None, gid=None):
-    """Write ``data`` to ``path`` atomically.
-
-    The temporary file is created in the target directory with mode 0600 (mkstemp), gets its
-    final owner and mode before any secret byte is written, is fsynced, then renamed over
-    ``path``; the directory is fsynced so the rename survives a crash.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise PoolPasswordError("directory %s does not exist (is HTCondor installed?)" % directory)
-    fd, tmp = tempfile.mkstemp(prefix=".pool_password.", dir=directory)
-    try:
-        if uid is not None or gid is not None:
-            os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-        os.close(fd)
-        fd = None
-        os.rename(tmp, path)
-        tmp = None
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    finally:
-        if fd is not None:
-            os.close(fd)
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def file_attributes(path):
@@ -147,7 +112,11 @@ def apply(path, password, state="present", mode=0o600, uid=None, gid=None, check
                            "content": "(secret)" if existed else None},
                 "after": {"state": "present", "content": "(secret, changed)"}}
         if not check_mode:
-            write_atomic(path, todo["content"], mode=mode, uid=uid, gid=gid)
+            directory = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(directory):
+                raise PoolPasswordError("directory %s does not exist (is HTCondor installed?)" % directory)
+            # atomic, with its final owner and mode before any secret byte is written
+            write_private(path, todo["content"], mode=mode, uid=uid, gid=gid, make_dirs=False)
     elif todo["attributes"]:
         cur_mode, cur_uid, cur_gid = file_attributes(path)
         diff = {"before": {"mode": "%04o" % cur_mode, "uid": cur_uid, "gid": cur_gid},

@@ -259,19 +259,23 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
     AWS_ARGUMENT_SPEC, AWS_MUTUALLY_EXCLUSIVE, AWS_REQUIRED_TOGETHER, HAS_BOTO3, MANAGED_BY_KEY,
-    AWSConnection, AnnexAWSError, call, error_code, managed_tags, missing_boto3_msg, paginate,
-    resolve_region, tag_list, validate_region, validate_tags,
+    AWSConnection, AnnexAWSError, call, is_not_found, managed_tags, missing_boto3_msg, resolve_region,
+    tag_list, validate_region, validate_tags,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
-from ansible_collections.htcondor.annex.plugins.module_utils.annex_setup_lib import (
-    default_user_config_path, load_setup, parse_user_config_block, read_text,
+from ansible_collections.htcondor.annex.plugins.module_utils.annex_resources import (
+    ALL_INSTANCE_STATES, LIVE_INSTANCE_STATES, RULE_NOT_FOUND, cancel_fleets, delete_lease_rule, delete_tarball,
+    describe_lease_rule, find_fleets, instance_ids, put_lease, put_lease_rule, put_lease_target, put_tarball,
+    tarball_exists, terminate_instances,
+)
+from ansible_collections.htcondor.annex.plugins.module_utils.cloudformation import load_setup
+from ansible_collections.htcondor.annex.plugins.module_utils.files import read_text
+from ansible_collections.htcondor.annex.plugins.module_utils.user_config import (
+    default_user_config_path, parse_user_config_block,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils.condor_cli import CondorCLI
 from ansible_collections.htcondor.annex.plugins.module_utils import worker_image
 
-LIVE_STATES = ["pending", "running"]
-ALL_STATES = ["pending", "running", "stopping", "stopped"]
-FLEET_LIVE = ("submitted", "active", "modifying")
 DEFAULT_PASSWORD_FILE = "/etc/condor/passwords.d/POOL"
 INSTANCE_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9-]*\.[a-z0-9-]+$")
 SETUP_KEYS = ("bucket", "odi_lease_function_arn", "sfr_lease_function_arn", "instance_profile_arn",
@@ -337,7 +341,8 @@ def load_spot_fleet_config(path):
 
 
 def validate(params):
-    """Check every option; raise InputError with a clear message. No AWS call here."""
+    """Check every option; raise InputError with a clear message. No AWS call here.
+    Returns the Spot Fleet request config read from spot_fleet_config (slots), else None."""
     error = proto.validate_annex_id(params["name"])
     if error:
         raise InputError(error)
@@ -347,7 +352,7 @@ def validate(params):
     if params["max_attempts"] < 1:
         raise InputError("max_attempts must be at least 1")
     if params["state"] == "absent":
-        return
+        return None
     count, slots = params["count"], params["slots"]
     if count is not None and slots is not None:
         raise InputError("give either count (on-demand instances) or slots (Spot Fleet), not both")
@@ -370,8 +375,7 @@ def validate(params):
             raise InputError("ami_id %r is not an AMI id (ami-...)" % params["ami_id"])
         if not INSTANCE_TYPE_RE.match(params["instance_type"] or ""):
             raise InputError("instance_type %r is not an EC2 instance type (e.g. t3.micro)" % params["instance_type"])
-    else:
-        params["_spot_config"] = load_spot_fleet_config(params["spot_fleet_config"])
+    spot_config = None if count is not None else load_spot_fleet_config(params["spot_fleet_config"])
     for owner in params["owners"] or []:
         if not proto.OWNER_RE.match(owner):
             raise InputError("owner %r is not a user name HTCondor can match" % owner)
@@ -384,12 +388,15 @@ def validate(params):
     for path in params["config_files"]:
         if not os.path.isfile(path):
             raise InputError("config file %s does not exist" % path)
+    return spot_config
 
 
 class Annex:
 
-    def __init__(self, module, conn, condor):
+    def __init__(self, module, conn, condor, spot_config=None):
         self.module = module
+        self.spot_config = spot_config
+        self.host = None  # read_host_inputs()
         self.params = module.params
         self.name = module.params["name"]
         self.conn = conn
@@ -403,26 +410,11 @@ class Annex:
         self.notes = []
 
     # ---------- reading state ----------
-    def live_instances(self, states=None):
-        reservations = paginate(self.ec2, "DescribeInstances", "Reservations", Filters=[
-            {"Name": "tag:%s" % proto.ANNEX_NAME_TAG, "Values": [self.name]},
-            {"Name": "instance-state-name", "Values": states or LIVE_STATES}])
-        return [i["InstanceId"] for r in reservations for i in r["Instances"]]
+    def live_instances(self, states=LIVE_INSTANCE_STATES):
+        return instance_ids(self.ec2, self.name, states)
 
     def fleets(self):
-        found = []
-        for fleet in paginate(self.ec2, "DescribeSpotFleetRequests", "SpotFleetRequestConfigs"):
-            if proto.fleet_annex_id(fleet) == self.name and fleet.get("SpotFleetRequestState") in FLEET_LIVE:
-                found.append(fleet)
-        return found
-
-    def describe_rule(self, events):
-        try:
-            return call(events, "DescribeRule", Name=self.name)
-        except AnnexAWSError as exc:
-            if error_code(exc) == "ResourceNotFoundException":
-                return None
-            raise
+        return find_fleets(self.ec2, self.name)
 
     # ---------- inputs from the host ----------
     def password_bytes(self):
@@ -470,24 +462,22 @@ class Annex:
         for index, path in enumerate(self.params["config_files"]):
             with open(path, "rb") as handle:
                 extra.append((proto.extra_file_name(index, path), handle.read()))
-        config = proto.render_worker_config(self.name, self.collector(), self.version(), self.params["idle"],
-                                            self.owners(), lease_end)
+        config = proto.render_worker_config(self.name, self.host["collector"], self.host["version"],
+                                            self.params["idle"], self.owners())
         return proto.build_tarball(config, proto.render_lease_config(self.name, lease_end),
-                                   self.password_bytes(), extra)
+                                   self.host["password"], extra)
 
-    def check_host_inputs(self):
-        """Raise InputError if the collector, the HTCondor version or the pool password is unusable."""
-        self.collector()
-        self.version()
-        self.password_bytes()
+    def read_host_inputs(self):
+        """The collector, the HTCondor version and the pool password, read once per run (each may
+        run an HTCondor tool); raise InputError if one is unusable."""
+        self.host = dict(collector=self.collector(), version=self.version(), password=self.password_bytes())
 
     # ---------- present ----------
     def present(self):
         spot = self.params["slots"] is not None
         requested = self.params["slots"] if spot else self.params["count"]
         # Host-side inputs first: a missing password file must fail before any AWS call.
-        self.check_host_inputs()
-        setup = load_setup(self.conn.client("cloudformation"), self.params["setup"])
+        self.read_host_inputs()
         events = self.conn.client("events")
         if spot:
             fleets = self.fleets()
@@ -497,7 +487,7 @@ class Annex:
             instances = self.live_instances()
             live = len(instances)
             self.result["instance_ids"] = sorted(instances)
-        rule = self.describe_rule(events)
+        rule = describe_lease_rule(events, self.name)
         old_duration, old_end = proto.parse_lease_description(rule.get("Description") if rule else None)
         lease_changed = rule is None or old_duration != float(self.params["duration"]) or old_end is None
         lease_end = proto.lease_expiration(self.params["duration"]) if lease_changed else old_end
@@ -514,6 +504,7 @@ class Annex:
                     self.name, live, "slots" if spot else "instances"))
             if rule is not None and lease_changed and live > 0:
                 self.changed = True
+                setup = self.setup()
                 if not self.module.check_mode:
                     self.put_lease(events, setup, spot, lease_end)
                 self.notes.append("lease moved to %s (cloud side; running workers keep their worker-side stop "
@@ -522,6 +513,7 @@ class Annex:
         if live + to_launch > self.params["max_instances"]:
             raise InputError("launching %d more would bring annex %s to %d, above max_instances (%d)" % (
                 to_launch, self.name, live + to_launch, self.params["max_instances"]))
+        setup = self.setup()
         if not spot and not self.params["ami_id"]:
             self.worker_image()  # before anything is created: no image = nothing changed
         self.changed = True
@@ -529,12 +521,12 @@ class Annex:
             self.notes.append("would launch %d %s%s" % (to_launch, "slots" if spot else "instances",
                                                         "" if spot else " from %s" % self.result["ami_id"]))
             return self.finish()
-        self.launch(events, setup, spot, to_launch, lease_end, rule)
+        self.launch(events, setup, spot, to_launch, lease_end, rule, lease_changed)
         return self.finish()
 
     def worker_image(self):
         """Look up the project worker image for this launch (only called when launching without ami_id)."""
-        version = self.version()
+        version = self.host["version"]
         image = worker_image.find_worker_image(self.ec2, version, self.params["instance_type"], self.conn.region)
         self.result.update(ami_id=image["image_id"], ami_name=image["name"], ami_source=worker_image.SOURCE_NEWEST)
         note = "worker image %s (%s, HTCondor %s, %s)" % (image["image_id"], image["name"] or "no name",
@@ -545,26 +537,30 @@ class Annex:
         self.notes.append(note)
         return image
 
-    def put_lease(self, events, setup, spot, lease_end):
-        function = setup["sfr_lease_function_arn"] if spot else setup["odi_lease_function_arn"]
-        call(events, "PutRule", Name=self.name, ScheduleExpression=proto.LEASE_RULE_SCHEDULE, State="ENABLED",
-             Description=proto.lease_description(self.params["duration"], lease_end),
-             Tags=tag_list(managed_tags({proto.ANNEX_NAME_TAG: self.name})))
-        call(events, "PutTargets", Rule=self.name, Targets=[{
-            "Id": proto.LEASE_TARGET_ID, "Arn": function,
-            "Input": proto.lease_input(self.name, setup["bucket"], lease_end)}])
+    @staticmethod
+    def lease_function(setup, spot):
+        return setup["sfr_lease_function_arn"] if spot else setup["odi_lease_function_arn"]
 
-    def launch(self, events, setup, spot, to_launch, lease_end, old_rule):
+    def put_lease(self, events, setup, spot, lease_end):
+        put_lease(events, self.name, self.lease_function(setup, spot), setup["bucket"],
+                  self.params["duration"], lease_end)
+
+    def setup(self):
+        """The setup values (stacks' outputs, overridden by the setup option): read only when
+        something is to be written, so a no-op re-run does not list the stacks."""
+        return load_setup(self.conn.client("cloudformation"), self.params["setup"])
+
+    def launch(self, events, setup, spot, to_launch, lease_end, old_rule, lease_changed):
         s3 = self.conn.client("s3")
-        key = proto.tarball_key(self.name)
         body = self.tarball(lease_end)
         token = proto.client_token(self.name)
         created_tarball = created_rule = False
         try:
-            call(s3, "PutObject", Bucket=setup["bucket"], Key=key, Body=body, ServerSideEncryption="AES256")
+            put_tarball(s3, setup["bucket"], self.name, body)
             created_tarball = old_rule is None
-            created_rule = True
-            self.put_lease(events, setup, spot, lease_end)
+            if lease_changed:  # an existing rule with this duration and end is left as it is
+                created_rule = True
+                self.put_lease(events, setup, spot, lease_end)
             if spot:
                 request_id = self.request_spot_fleet(setup, token, to_launch, lease_end)
                 self.result["spot_fleet_request_ids"].append(request_id)
@@ -578,34 +574,31 @@ class Annex:
             self.notes.append("launched %d %s for annex %s (client token %s)" % (
                 to_launch, "slots" if spot else "instances", self.name, token))
         except Exception as exc:
-            self.rollback(events, s3, setup, key, created_tarball, created_rule, old_rule, spot)
+            self.rollback(events, s3, setup, created_tarball, created_rule, old_rule, spot)
             if isinstance(exc, AnnexAWSError):
                 raise AnnexAWSError("%s; rolled back what this run created" % exc.message, code=exc.code)
             raise
 
-    def rollback(self, events, s3, setup, key, created_tarball, created_rule, old_rule, spot):
+    def rollback(self, events, s3, setup, created_tarball, created_rule, old_rule, spot):
         """Undo this run: delete the tarball and rule it created, or restore the rule it changed."""
         self.changed = False
         steps = []
         if created_rule and old_rule is None:
-            steps.append(("RemoveTargets", events, dict(Rule=self.name, Ids=[proto.LEASE_TARGET_ID])))
-            steps.append(("DeleteRule", events, dict(Name=self.name)))
+            steps.append(lambda: delete_lease_rule(events, self.name, [proto.LEASE_TARGET_ID]))
         elif created_rule:
-            duration, end = proto.parse_lease_description(old_rule.get("Description"))
+            _duration, end = proto.parse_lease_description(old_rule.get("Description"))
             if end is not None:
-                function = setup["sfr_lease_function_arn"] if spot else setup["odi_lease_function_arn"]
-                steps.append(("PutRule", events, dict(Name=self.name, ScheduleExpression=proto.LEASE_RULE_SCHEDULE,
-                                                      State="ENABLED", Description=old_rule.get("Description"))))
-                steps.append(("PutTargets", events, dict(Rule=self.name, Targets=[{
-                    "Id": proto.LEASE_TARGET_ID, "Arn": function,
-                    "Input": proto.lease_input(self.name, setup["bucket"], end)}])))
+                steps.append(lambda: put_lease_rule(events, self.name, old_rule.get("Description"),
+                                                    tagged=False))
+                steps.append(lambda: put_lease_target(events, self.name, self.lease_function(setup, spot),
+                                                      setup["bucket"], end))
         if created_tarball:
-            steps.append(("DeleteObject", s3, dict(Bucket=setup["bucket"], Key=key)))
-        for operation, client, kwargs in steps:
+            steps.append(lambda: delete_tarball(s3, setup["bucket"], self.name))
+        for step in steps:
             try:
-                call(client, operation, **kwargs)
+                step()
             except AnnexAWSError as exc:
-                if error_code(exc) in ("ResourceNotFoundException", "NoSuchKey"):
+                if is_not_found(exc, RULE_NOT_FOUND, "NoSuchKey"):
                     continue
                 self.changed = True
                 self.module.warn("rollback incomplete (%s): remove annex %s with state=absent" % (
@@ -636,7 +629,7 @@ class Annex:
         return [i["InstanceId"] for i in response.get("Instances", [])]
 
     def request_spot_fleet(self, setup, token, capacity, lease_end):
-        config = json.loads(json.dumps(self.params["_spot_config"]))
+        config = json.loads(json.dumps(self.spot_config))
         for drop in ("SpotFleetRequestId", "SpotFleetRequestState", "CreateTime"):
             config.pop(drop, None)
         config["TargetCapacity"] = capacity
@@ -658,25 +651,17 @@ class Annex:
     # ---------- absent ----------
     def absent(self):
         events = self.conn.client("events")
-        instances = self.live_instances(ALL_STATES)
+        instances = self.live_instances(ALL_INSTANCE_STATES)
         fleets = self.fleets()
-        rule = self.describe_rule(events)
+        rule = describe_lease_rule(events, self.name)
         try:
-            setup = load_setup(self.conn.client("cloudformation"), self.params["setup"])
+            setup = self.setup()
         except AnnexAWSError as exc:
             if exc.code != "SetupMissing":
                 raise
             setup = {}
         s3 = self.conn.client("s3")
-        key = proto.tarball_key(self.name)
-        has_tarball = False
-        if setup.get("bucket"):
-            try:
-                call(s3, "HeadObject", Bucket=setup["bucket"], Key=key)
-                has_tarball = True
-            except AnnexAWSError as exc:
-                if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
-                    raise
+        has_tarball = bool(setup.get("bucket")) and tarball_exists(s3, setup["bucket"], self.name)
         if not (instances or fleets or rule or has_tarball):
             self.notes.append("annex %s does not exist" % self.name)
             return self.finish()
@@ -690,18 +675,13 @@ class Annex:
             if self.condor.off(self.name):
                 self.notes.append("sent condor_off -annex %s" % self.name)
         if fleets:  # first, so the fleets do not replace the instances terminated below
-            call(self.ec2, "CancelSpotFleetRequests", SpotFleetRequestIds=self.result["spot_fleet_request_ids"],
-                 TerminateInstances=True)
-            instances = self.live_instances(ALL_STATES)
-        for start in range(0, len(instances), 500):
-            call(self.ec2, "TerminateInstances", InstanceIds=instances[start:start + 500])
+            cancel_fleets(self.ec2, self.result["spot_fleet_request_ids"])
+            instances = self.live_instances(ALL_INSTANCE_STATES)
+        terminate_instances(self.ec2, instances)
         if rule is not None:
-            targets = call(events, "ListTargetsByRule", Rule=self.name).get("Targets", [])
-            if targets:
-                call(events, "RemoveTargets", Rule=self.name, Ids=[t["Id"] for t in targets])
-            call(events, "DeleteRule", Name=self.name)
+            delete_lease_rule(events, self.name)
         if has_tarball:
-            call(s3, "DeleteObject", Bucket=setup["bucket"], Key=key)
+            delete_tarball(s3, setup["bucket"], self.name)
         self.notes.append("annex %s removed: %d instances terminated, %d fleets cancelled, lease rule %s" % (
             self.name, len(instances), len(fleets), "deleted" if rule else "already gone"))
         return self.finish()
@@ -720,9 +700,9 @@ def main():
     annex = None
     condor = CondorCLI(module)
     try:
-        validate(module.params)
+        spot_config = validate(module.params)
         conn = AWSConnection.from_params(module.params)
-        annex = Annex(module, conn, condor)
+        annex = Annex(module, conn, condor, spot_config)
         result = annex.present() if module.params["state"] == "present" else annex.absent()
     except (InputError, AnnexAWSError) as exc:
         module.fail_json(msg=str(exc) if isinstance(exc, InputError) else exc.message,

@@ -136,17 +136,19 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
     AWS_ARGUMENT_SPEC, AWS_MUTUALLY_EXCLUSIVE, AWS_REQUIRED_TOGETHER, HAS_BOTO3, AWSConnection, AnnexAWSError,
-    call, missing_boto3_msg, paginate, resolve_region, tag_dict, validate_region,
+    missing_boto3_msg, resolve_region, validate_region,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
-from ansible_collections.htcondor.annex.plugins.module_utils.annex_setup_lib import (
-    default_user_config_path, describe_annex_stacks, file_is_owner_only, outputs_of, parse_user_config_block,
-    read_text, setup_problems,
+from ansible_collections.htcondor.annex.plugins.module_utils import annex_resources as resources
+from ansible_collections.htcondor.annex.plugins.module_utils.cloudformation import (
+    describe_annex_stacks, outputs_of, setup_problems,
+)
+from ansible_collections.htcondor.annex.plugins.module_utils.files import file_is_owner_only, read_text
+from ansible_collections.htcondor.annex.plugins.module_utils.user_config import (
+    default_user_config_path, parse_user_config_block,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils.condor_cli import CondorCLI
 from ansible_collections.htcondor.annex.plugins.module_utils.worker_image import describe_worker_images
-
-LIVE = ("pending", "running")
 
 
 def argument_spec():
@@ -169,38 +171,24 @@ def entry(annexes, name):
 def gather(conn, name, setup_values):
     ec2 = conn.client("ec2")
     annexes = {}
-    filters = [{"Name": "tag:%s" % proto.ANNEX_NAME_TAG, "Values": [name]}] if name else \
-        [{"Name": "tag-key", "Values": [proto.ANNEX_NAME_TAG]}]
-    for reservation in paginate(ec2, "DescribeInstances", "Reservations", Filters=filters):
-        for inst in reservation["Instances"]:
-            annex = tag_dict(inst.get("Tags")).get(proto.ANNEX_NAME_TAG)
-            state = inst["State"]["Name"]
-            item = entry(annexes, annex)
-            item["instances"][state] = item["instances"].get(state, 0) + 1
-            if state in LIVE:
-                item["instance_ids"].append(inst["InstanceId"])
-    for fleet in paginate(ec2, "DescribeSpotFleetRequests", "SpotFleetRequestConfigs"):
-        annex = proto.fleet_annex_id(fleet)
-        if annex and (not name or annex == name) and fleet.get("SpotFleetRequestState") in (
-                "submitted", "active", "modifying"):
-            entry(annexes, annex)["spot_fleet_request_ids"].append(fleet["SpotFleetRequestId"])
+    for inst in resources.find_instances(ec2, name or None):
+        state = inst["State"]["Name"]
+        item = entry(annexes, resources.instance_annex(inst))
+        item["instances"][state] = item["instances"].get(state, 0) + 1
+        if state in resources.LIVE_INSTANCE_STATES:
+            item["instance_ids"].append(inst["InstanceId"])
+    for fleet in resources.find_fleets(ec2, name or None):
+        entry(annexes, proto.fleet_annex_id(fleet))["spot_fleet_request_ids"].append(fleet["SpotFleetRequestId"])
     events = conn.client("events")
-    rules = set()
-    for arn in (setup_values.get("odi_lease_function_arn"), setup_values.get("sfr_lease_function_arn")):
-        if arn:
-            rules.update(paginate(events, "ListRuleNamesByTarget", "RuleNames", TargetArn=arn))
+    rules = set(resources.lease_rules_of(events, (setup_values.get("odi_lease_function_arn"),
+                                                  setup_values.get("sfr_lease_function_arn"))))
     for annex in list(annexes):
         rules.add(annex)
     for rule in sorted(rules):
         if not rule or (name and rule != name):
             continue
-        try:
-            targets = call(events, "ListTargetsByRule", Rule=rule).get("Targets", [])
-        except AnnexAWSError as exc:
-            if exc.code == "ResourceNotFoundException":
-                continue
-            raise
-        for target in targets:
+        targets = resources.lease_targets(events, rule)
+        for target in targets or []:
             try:
                 data = json.loads(target.get("Input") or "{}")
             except ValueError:

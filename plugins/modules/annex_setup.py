@@ -148,16 +148,18 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
     AWS_ARGUMENT_SPEC, AWS_MUTUALLY_EXCLUSIVE, AWS_REQUIRED_TOGETHER, HAS_BOTO3, MANAGED_BY_KEY,
-    MANAGED_BY_VALUE, AWSConnection, AnnexAWSError, call, error_code, managed_tags, missing_boto3_msg,
-    paginate, resolve_region, tag_dict, tag_list, validate_region, validate_tags, wait,
+    MANAGED_BY_VALUE, AWSConnection, AnnexAWSError, call, describe_or_none, is_not_found, managed_tags,
+    missing_boto3_msg, paginate, resolve_region, tag_dict, tag_list, validate_region, validate_tags, wait,
 )
+from ansible_collections.htcondor.annex.plugins.module_utils import annex_resources as resources
 from ansible_collections.htcondor.annex.plugins.module_utils.annex_protocol import (
-    ANNEX_NAME_TAG, KEY_PAIR_NAME, STACK_BUCKET, STACK_LAMBDA, STACK_PROFILE, STACK_SG, STACKS,
+    KEY_PAIR_NAME, STACK_BUCKET, STACK_LAMBDA, STACK_PROFILE, STACK_SG, STACKS,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_templates as templates
-from ansible_collections.htcondor.annex.plugins.module_utils.annex_setup_lib import (
-    describe_stack, outputs_of, read_text, render_user_config, user_config_values, write_private,
-    default_user_config_path, home_dir,
+from ansible_collections.htcondor.annex.plugins.module_utils.cloudformation import describe_stack, outputs_of
+from ansible_collections.htcondor.annex.plugins.module_utils.files import read_text, write_private
+from ansible_collections.htcondor.annex.plugins.module_utils.user_config import (
+    default_user_config_path, home_dir, render_user_config, user_config_values,
 )
 
 BUSY_SUFFIXES = ("_IN_PROGRESS",)
@@ -294,12 +296,9 @@ class Setup:
         return self.params["key_pair_file"] or os.path.join(home_dir(), ".condor", "%s.pem" % KEY_PAIR_NAME)
 
     def describe_key_pair(self):
-        try:
-            pairs = call(self.ec2, "DescribeKeyPairs", KeyNames=[KEY_PAIR_NAME]).get("KeyPairs", [])
-        except AnnexAWSError as exc:
-            if error_code(exc) == "InvalidKeyPair.NotFound":
-                return None
-            raise
+        found = describe_or_none(lambda: call(self.ec2, "DescribeKeyPairs", KeyNames=[KEY_PAIR_NAME]),
+                                 "InvalidKeyPair.NotFound")
+        pairs = (found or {}).get("KeyPairs", [])
         return pairs[0] if pairs else None
 
     def ensure_key_pair(self):
@@ -364,29 +363,19 @@ class Setup:
         return self.result(setup, key_name, dict((k, v) for k, v in values.items() if v))
 
     def live_annex_instances(self):
-        reservations = paginate(self.ec2, "DescribeInstances", "Reservations", Filters=[
-            {"Name": "tag-key", "Values": [ANNEX_NAME_TAG]},
-            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])
         names = {}
-        for res in reservations:
-            for inst in res["Instances"]:
-                name = tag_dict(inst.get("Tags")).get(ANNEX_NAME_TAG)
-                names[name] = names.get(name, 0) + 1
+        for inst in resources.find_instances(self.ec2, None, resources.ALL_INSTANCE_STATES):
+            name = resources.instance_annex(inst)
+            names[name] = names.get(name, 0) + 1
         return names
 
     def remove_lease_rules(self, setup):
         events = self.conn.client("events")
-        for arn in (setup.get("odi_lease_function_arn"), setup.get("sfr_lease_function_arn")):
-            if not arn:
-                continue
-            for rule in paginate(events, "ListRuleNamesByTarget", "RuleNames", TargetArn=arn):
-                self.changed = True
-                if self.module.check_mode:
-                    continue
-                targets = call(events, "ListTargetsByRule", Rule=rule).get("Targets", [])
-                if targets:
-                    call(events, "RemoveTargets", Rule=rule, Ids=[t["Id"] for t in targets])
-                call(events, "DeleteRule", Name=rule)
+        for rule in resources.lease_rules_of(events, (setup.get("odi_lease_function_arn"),
+                                                      setup.get("sfr_lease_function_arn"))):
+            self.changed = True
+            if not self.module.check_mode:
+                resources.delete_lease_rule(events, rule)
 
     def empty_bucket(self, bucket):
         s3 = self.conn.client("s3")
@@ -394,7 +383,7 @@ class Setup:
             versions = paginate(s3, "ListObjectVersions", "Versions", Bucket=bucket)
             markers = paginate(s3, "ListObjectVersions", "DeleteMarkers", Bucket=bucket)
         except AnnexAWSError as exc:
-            if error_code(exc) == "NoSuchBucket":
+            if is_not_found(exc, "NoSuchBucket"):
                 return
             raise
         objects = [{"Key": o["Key"], "VersionId": o["VersionId"]} for o in versions + markers]

@@ -44,7 +44,7 @@ def test_tools_present(tmp_path):
     assert cli.version() == (23, 9, 6)
     assert cli.config_val("SEC_PASSWORD_FILE") == "/etc/condor/passwords.d/POOL"
     assert cli.config_val("NOPE") is None
-    assert cli.joined("a1") == 2  # two slots on ip-1 count as one machine
+    assert cli.annex_machines("a1") == {"a1": {"ip-1.ec2.internal", "ip-2"}}  # two slots on ip-1: one machine
     assert (tmp_path / "status.args").read_text().split() == ["-annex", "a1", "-af", "Machine", "AnnexName"]
     assert cli.off("a1") is True
     assert (tmp_path / "off.args").read_text().split() == ["-annex", "a1"]
@@ -54,7 +54,7 @@ def test_tools_present(tmp_path):
 def test_condor_not_installed(tmp_path):
     cli = CondorCLI(FakeModule(str(tmp_path)))
     assert cli.version() is None
-    assert cli.joined("a1") is None
+    assert cli.annex_machines("a1") is None
     assert cli.off("a1") is None
     assert cli.config_val("COLLECTOR_HOST") is None
     assert any("condor_status not found" in w for w in cli.warnings)
@@ -63,7 +63,7 @@ def test_condor_not_installed(tmp_path):
 def test_collector_unreachable(tmp_path):
     tool(tmp_path, "condor_status", 'echo "Error: communication error" >&2; exit 1\n')
     cli = CondorCLI(FakeModule(str(tmp_path) + os.pathsep + "/usr/bin:/bin"))
-    assert cli.joined("a1") is None
+    assert cli.annex_machines("a1") is None
     assert "communication error" in cli.warnings[0]
 
 
