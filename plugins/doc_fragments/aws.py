@@ -9,7 +9,8 @@ __metaclass__ = type
 
 class ModuleDocFragment(object):
 
-    # Common AWS options of the htcondor.annex modules (module_utils/aws.py AWS_ARGUMENT_SPEC).
+    # Common AWS options of the htcondor.annex modules (module_utils/aws.py AWS_ARGUMENT_SPEC),
+    # and their shared attribute: every annex module supports check mode fully.
     DOCUMENTATION = r'''
 options:
   region:
@@ -58,4 +59,8 @@ requirements:
   - botocore >= 1.34
 notes:
   - Missing or rejected credentials fail with a clear message before anything is created.
+attributes:
+  check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
+    support: full
 '''

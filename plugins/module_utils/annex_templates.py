@@ -59,6 +59,20 @@ def lambda_code():
     return code
 
 
+def _service_role(service_principal, policy_name, statements):
+    """An IAM role that only `service_principal` may assume, with one inline policy."""
+    return {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"Service": [service_principal]},
+                "Action": ["sts:AssumeRole"]}]},
+            "Policies": [{"PolicyName": policy_name,
+                          "PolicyDocument": {"Version": "2012-10-17", "Statement": statements}}],
+        },
+    }
+
+
 def _lease_function(role):
     return {
         "Type": "AWS::Lambda::Function",
@@ -109,16 +123,7 @@ def lambda_template():
         "Description": "htcondor.annex %s: annex lease functions (%s)" % (TEMPLATE_VERSION, LAMBDA_RUNTIME),
         "Parameters": {"S3BucketName": {"Type": "String"}},
         "Resources": {
-            "LeaseFunctionRole": {
-                "Type": "AWS::IAM::Role",
-                "Properties": {
-                    "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
-                        "Effect": "Allow", "Principal": {"Service": ["lambda.amazonaws.com"]},
-                        "Action": ["sts:AssumeRole"]}]},
-                    "Policies": [{"PolicyName": "HTCondorAnnexLease",
-                                  "PolicyDocument": {"Version": "2012-10-17", "Statement": statements}}],
-                },
-            },
+            "LeaseFunctionRole": _service_role("lambda.amazonaws.com", "HTCondorAnnexLease", statements),
             "OnDemandLeaseFunction": _lease_function("LeaseFunctionRole"),
             "SpotFleetLeaseFunction": _lease_function("LeaseFunctionRole"),
             "OnDemandLeasePermission": _events_permission("OnDemandLeaseFunction"),
@@ -145,16 +150,7 @@ def instance_profile_template():
         "Description": "htcondor.annex %s: instance profile for annex workers" % TEMPLATE_VERSION,
         "Parameters": {"S3BucketName": {"Type": "String"}},
         "Resources": {
-            "InstanceConfigurationRole": {
-                "Type": "AWS::IAM::Role",
-                "Properties": {
-                    "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
-                        "Effect": "Allow", "Principal": {"Service": ["ec2.amazonaws.com"]},
-                        "Action": ["sts:AssumeRole"]}]},
-                    "Policies": [{"PolicyName": "HTCondorAnnexWorker",
-                                  "PolicyDocument": {"Version": "2012-10-17", "Statement": statements}}],
-                },
-            },
+            "InstanceConfigurationRole": _service_role("ec2.amazonaws.com", "HTCondorAnnexWorker", statements),
             "InstanceProfile": {
                 "Type": "AWS::IAM::InstanceProfile",
                 "Properties": {"Roles": [{"Ref": "InstanceConfigurationRole"}]},

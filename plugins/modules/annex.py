@@ -153,10 +153,6 @@ options:
     default: true
 extends_documentation_fragment:
   - htcondor.annex.aws
-attributes:
-  check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
-    support: full
 '''
 
 EXAMPLES = r'''

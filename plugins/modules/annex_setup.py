@@ -78,10 +78,6 @@ options:
     default: 900
 extends_documentation_fragment:
   - htcondor.annex.aws
-attributes:
-  check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
-    support: full
 '''
 
 EXAMPLES = r'''

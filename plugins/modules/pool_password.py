@@ -127,22 +127,14 @@ def _parse_mode(value):
     return mode
 
 
-def _uid(owner):
+def _host_id(kind, name):
+    """Numeric id of user (kind "owner") or group (kind "group") `name`; a number is taken as is."""
     try:
-        return pwd.getpwnam(owner).pw_uid
+        return pwd.getpwnam(name).pw_uid if kind == "owner" else grp.getgrnam(name).gr_gid
     except KeyError:
-        if owner.isdigit():
-            return int(owner)
-        raise PoolPasswordError("owner %r does not exist on the host" % owner)
-
-
-def _gid(group):
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        if group.isdigit():
-            return int(group)
-        raise PoolPasswordError("group %r does not exist on the host" % group)
+        if name.isdigit():
+            return int(name)
+        raise PoolPasswordError("%s %r does not exist on the host" % (kind, name))
 
 
 def main():
@@ -164,8 +156,8 @@ def main():
         uid = gid = None
         if p["state"] == "present":
             validate_password(p["password"])
-            uid = _uid(p["owner"])
-            gid = _gid(p["group"])
+            uid = _host_id("owner", p["owner"])
+            gid = _host_id("group", p["group"])
         changed, diff = apply(p["path"], p["password"], state=p["state"], mode=mode,
                               uid=uid, gid=gid, check_mode=module.check_mode)
     except PoolPasswordError as e:
