@@ -31,12 +31,20 @@ ANNEX_ID_MAX = 27
 # derives the AnnexID with `sed -r 's/_[^_]*//'`, which cuts the FIRST '_' run out of the client
 # token, so a name with '_' would make its workers fetch another annex's tarball.
 # Fits client token, S3 key, EventBridge rule name, tag and ClassAd string.
-ANNEX_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*$")
-OWNER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$")
+# Input patterns are applied with fullmatch: "$" would also match before a final newline, and a
+# name or owner ending in "\n" splits the worker config line it is written into.
+ANNEX_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*")
+OWNER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]*")
 
 ANNEX_NAME_TAG = "htcondor:AnnexName"
 LEASE_TARGET_ID = "htcondor-annex-lease"
 LEASE_RULE_SCHEDULE = "rate(5 minutes)"
+LEASE_RULE_PERIOD = 300  # seconds between two runs of the lease rule (LEASE_RULE_SCHEDULE)
+# Longest lease (hours) and idle time an annex takes: a year. Nothing in AWS is shorter (epoch
+# seconds in the rule's input and the worker config, Spot Fleet ValidUntil up to year 9999);
+# the bound exists because a lease is a cost guard and a longer one is a unit mistake (minutes or
+# seconds given as hours), which would run workers unattended for years.
+MAX_LEASE_HOURS = 8760
 LEASE_DESCRIPTION_PREFIX = "htcondor.annex lease"
 
 STACK_BUCKET = "HTCondorAnnex-ConfigurationBucket"
@@ -71,7 +79,7 @@ def validate_annex_id(name):
     if len(name) > ANNEX_ID_MAX:
         return ("annex name %r is %d characters long; the protocol allows at most %d "
                 "(it must fit the EC2 client token <name>_<uuid> of 64 characters)" % (name, len(name), ANNEX_ID_MAX))
-    if not ANNEX_ID_RE.match(name):
+    if not ANNEX_ID_RE.fullmatch(name):
         return ("annex name %r has characters the protocol cannot carry: use letters, digits, '-' and '.', "
                 "starting with a letter or digit ('_' is not allowed: the workers' boot script cuts the "
                 "client token at the first '_')" % name)
@@ -138,6 +146,13 @@ def pool_identity(version):
     if version is not None and tuple(version)[:1] < (24,):
         return "condor_pool@*"
     return "condor@password"
+
+
+def lease_is_spent(expiration_epoch, now=None):
+    """True when a lease end is past or comes before the lease rule's next run could matter
+    (within LEASE_RULE_PERIOD): workers launched under it would be ended at once."""
+    now = time.time() if now is None else now
+    return expiration_epoch is None or expiration_epoch <= now + LEASE_RULE_PERIOD
 
 
 def lease_expiration(duration_hours, now=None):

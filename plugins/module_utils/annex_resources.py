@@ -12,7 +12,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
-    call, describe_or_none, managed_tags, paginate, tag_dict, tag_list,
+    AnnexAWSError, call, describe_or_none, managed_tags, paginate, tag_dict, tag_list,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
 
@@ -21,6 +21,8 @@ LIVE_INSTANCE_STATES = ("pending", "running")
 ALL_INSTANCE_STATES = ("pending", "running", "stopping", "stopped")
 # Spot Fleet request states in which a request still holds (or may start) instances.
 LIVE_FLEET_STATES = ("submitted", "active", "modifying")
+# CancelSpotFleetRequests error codes (UnsuccessfulFleetRequests) meaning "nothing left to cancel".
+FLEET_ALREADY_CANCELLED = ("fleetRequestIdDoesNotExist", "fleetRequestNotInCancellableState")
 
 RULE_NOT_FOUND = "ResourceNotFoundException"
 TARBALL_NOT_FOUND = ("404", "NoSuchKey", "NotFound")
@@ -59,8 +61,31 @@ def find_fleets(ec2, name=None):
 
 
 def cancel_fleets(ec2, fleet_ids):
-    """Cancel the requests, terminating their instances."""
-    call(ec2, "CancelSpotFleetRequests", SpotFleetRequestIds=list(fleet_ids), TerminateInstances=True)
+    """Cancel the requests, terminating their instances. The caller then terminates the annex's
+    instances by tag, so a request cancelled without terminating leaves no worker behind."""
+    fleet_ids = list(fleet_ids)
+    try:
+        response = call(ec2, "CancelSpotFleetRequests", SpotFleetRequestIds=fleet_ids, TerminateInstances=True)
+    except AnnexAWSError as exc:
+        # moto (and the test emulators built on it) refuses to terminate the instances of a fleet that
+        # has none left ("No instances specified"); EC2 does not document this answer. Cancel the
+        # requests still live without terminating: no instance is left to terminate.
+        if exc.code != "InvalidParameterCombination":
+            raise
+        live = [f["SpotFleetRequestId"] for f in paginate(ec2, "DescribeSpotFleetRequests", "SpotFleetRequestConfigs")
+                if f["SpotFleetRequestId"] in fleet_ids and f.get("SpotFleetRequestState") in LIVE_FLEET_STATES]
+        if not live:
+            return
+        response = call(ec2, "CancelSpotFleetRequests", SpotFleetRequestIds=live, TerminateInstances=False)
+    # EC2 answers per request instead of raising; a request already gone or already being cancelled
+    # is what we want, any other refusal leaves a request that may start workers.
+    failed = ["%s (%s: %s)" % (item.get("SpotFleetRequestId"), item.get("Error", {}).get("Code"),
+                               item.get("Error", {}).get("Message"))
+              for item in response.get("UnsuccessfulFleetRequests") or []
+              if item.get("Error", {}).get("Code") not in FLEET_ALREADY_CANCELLED]
+    if failed:
+        raise AnnexAWSError("AWS did not cancel Spot Fleet request %s; run state=absent again" % ", ".join(failed),
+                            code="UnsuccessfulFleetRequests")
 
 
 def terminate_instances(ec2, ids):

@@ -22,7 +22,7 @@ XOR_KEY = b"\xde\xad\xbe\xef"
 
 
 class PoolPasswordError(ValueError):
-    """Raised for a password HTCondor cannot store (empty, or holding a NUL byte)."""
+    """Raised for a password HTCondor cannot store (empty, or holding a NUL byte or a line break)."""
 
 
 def _to_bytes(password):
@@ -40,6 +40,12 @@ def validate_password(password):
         raise PoolPasswordError("password must not be empty")
     if b"\x00" in data:
         raise PoolPasswordError("password must not contain a NUL byte (HTCondor would truncate it)")
+    if b"\n" in data or b"\r" in data:
+        # condor_store_cred reads a password as one line (prompt, -p, -i -), so no HTCondor tool can
+        # give a password with a line break; it is mostly the trailing newline of a file read as is.
+        raise PoolPasswordError("password must not contain a newline or carriage return (HTCondor's tools "
+                                "read the password as one line; strip the trailing newline of the file "
+                                "it came from)")
     return data
 
 

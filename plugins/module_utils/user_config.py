@@ -79,7 +79,7 @@ def parse_user_config_block(text, region):
         elif line == BLOCK_END % region:
             inside = False
         elif inside:
-            match = re.match(r"^[^.]+\.(ANNEX_DEFAULT_[A-Z0-9_]+)\s*=\s*(.*)$", line)
+            match = re.fullmatch(r"[^.]+\.(ANNEX_DEFAULT_[A-Z0-9_]+)\s*=\s*(.*)", line)
             if match:
                 values[match.group(1)] = match.group(2).strip()
     return values

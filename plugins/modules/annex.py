@@ -24,8 +24,10 @@ description:
   - Idempotent. The same O(count) twice launches nothing the second time; a larger O(count) launches
     only the difference (pending and running instances of the annex count); a smaller one launches
     nothing and terminates nothing (running jobs are never killed), which the result message says.
-    A changed O(duration) moves the lease end to now + O(duration).
-  - Any failure part-way removes what this call created (tarball, lease rule).
+    A changed O(duration) moves the lease end to now + O(duration); so does any run that finds the lease
+    ended (or ending within the lease rule's 5 minutes), before it launches anything.
+  - Any failure part-way removes what this call created (tarball, lease rule); if that removal fails too,
+    the message says what was left and to run O(state=absent).
   - O(state=absent) runs C(condor_off -annex NAME) where HTCondor is reachable, terminates the annex's
     instances, cancels its Spot Fleet requests (terminating their instances), and deletes its lease
     rule and tarball.
@@ -75,11 +77,13 @@ options:
       - Not used with O(slots); the Spot Fleet config holds the AMI.
     type: str
   duration:
-    description: Lease in hours; every worker is terminated when it ends. Must be > 0.
+    description:
+      - Lease in hours; every worker is terminated when it ends. More than 0 and at most 8760 (a year);
+        a longer lease is taken for a unit mistake.
     type: float
     default: 8
   idle:
-    description: Hours a worker may stay without a job before it shuts itself down. Must be > 0.
+    description: Hours a worker may stay without a job before it shuts itself down. More than 0 and at most 8760.
     type: float
     default: 0.25
   owners:
@@ -92,7 +96,7 @@ options:
     type: bool
     default: false
   config_files:
-    description: Extra HTCondor config files for the workers (added to the tarball).
+    description: Extra HTCondor config files for the workers (added to the tarball); each must be a readable file.
     type: list
     elements: path
     default: []
@@ -247,6 +251,7 @@ msg:
 
 import getpass
 import json
+import math
 import os
 import re
 from datetime import datetime, timezone
@@ -273,7 +278,10 @@ from ansible_collections.htcondor.annex.plugins.module_utils.condor_cli import C
 from ansible_collections.htcondor.annex.plugins.module_utils import worker_image
 
 DEFAULT_PASSWORD_FILE = "/etc/condor/passwords.d/POOL"
-INSTANCE_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9-]*\.[a-z0-9-]+$")
+# Input patterns are applied with fullmatch ("$" would let a trailing newline through).
+INSTANCE_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9-]*\.[a-z0-9-]+")
+AMI_ID_RE = re.compile(r"ami-[0-9a-zA-Z]+")
+COLLECTOR_HOST_RE = re.compile(r"[A-Za-z0-9_.:\[\]-]+")
 SETUP_KEYS = ("bucket", "odi_lease_function_arn", "sfr_lease_function_arn", "instance_profile_arn",
               "security_group_id", "key_name")
 
@@ -363,17 +371,23 @@ def validate(params):
         raise InputError("%s %d is above max_instances (%d), the cost guard; raise max_instances if you "
                          "really want that many" % (what, number, params["max_instances"]))
     for option in ("duration", "idle"):
-        if params[option] <= 0:
-            raise InputError("%s must be more than 0 hours (got %s)" % (option, params[option]))
+        hours = params[option]
+        if not math.isfinite(hours):
+            raise InputError("%s must be a finite number of hours (got %s)" % (option, hours))
+        if hours <= 0:
+            raise InputError("%s must be more than 0 hours (got %s)" % (option, hours))
+        if hours > proto.MAX_LEASE_HOURS:
+            raise InputError("%s must be at most %d hours, a year (got %s): is it given in hours?" % (
+                option, proto.MAX_LEASE_HOURS, hours))
     if count is not None:
         # No ami_id: the newest project worker image is looked up when instances are to be launched.
-        if params["ami_id"] and not re.match(r"^ami-[0-9a-zA-Z]+$", params["ami_id"]):
+        if params["ami_id"] and not AMI_ID_RE.fullmatch(params["ami_id"]):
             raise InputError("ami_id %r is not an AMI id (ami-...)" % params["ami_id"])
-        if not INSTANCE_TYPE_RE.match(params["instance_type"] or ""):
+        if not INSTANCE_TYPE_RE.fullmatch(params["instance_type"] or ""):
             raise InputError("instance_type %r is not an EC2 instance type (e.g. t3.micro)" % params["instance_type"])
     spot_config = None if count is not None else load_spot_fleet_config(params["spot_fleet_config"])
     for owner in params["owners"] or []:
-        if not proto.OWNER_RE.match(owner):
+        if not proto.OWNER_RE.fullmatch(owner):
             raise InputError("owner %r is not a user name HTCondor can match" % owner)
     error = validate_tags(params["tags"])
     if error:
@@ -382,8 +396,12 @@ def validate(params):
     if reserved:
         raise InputError("tag %s is set by the module and cannot be given" % reserved[0])
     for path in params["config_files"]:
+        if os.path.isdir(path):
+            raise InputError("config file %s is a directory, not a file" % path)
         if not os.path.isfile(path):
             raise InputError("config file %s does not exist" % path)
+        if not os.access(path, os.R_OK):
+            raise InputError("config file %s cannot be read by this user" % path)
     return spot_config
 
 
@@ -438,7 +456,7 @@ class Annex:
         if not host:
             raise InputError("cannot tell the pool's collector (condor_config_val COLLECTOR_HOST gave nothing): "
                              "set collector_host to the address workers reach the central manager at")
-        if not re.match(r"^[A-Za-z0-9_.:\[\]-]+$", host):
+        if not COLLECTOR_HOST_RE.fullmatch(host):
             raise InputError("collector_host %r is not a host[:port]" % host)
         return host
 
@@ -485,7 +503,10 @@ class Annex:
             self.result["instance_ids"] = sorted(instances)
         rule = describe_lease_rule(events, self.name)
         old_duration, old_end = proto.parse_lease_description(rule.get("Description") if rule else None)
-        lease_changed = rule is None or old_duration != float(self.params["duration"]) or old_end is None
+        # A lease that has ended (or ends before the lease rule runs again) is never reused: workers
+        # launched or kept under it would be ended at once, so it counts as changed like a new duration.
+        lease_changed = rule is None or old_duration != float(self.params["duration"]) or \
+            proto.lease_is_spent(old_end)
         lease_end = proto.lease_expiration(self.params["duration"]) if lease_changed else old_end
         to_launch = max(0, requested - live)
         self.result.update(requested=requested, live=live, lease_expiration=proto.iso8601(lease_end))
@@ -570,35 +591,47 @@ class Annex:
             self.notes.append("launched %d %s for annex %s (client token %s)" % (
                 to_launch, "slots" if spot else "instances", self.name, token))
         except Exception as exc:
-            self.rollback(events, s3, setup, created_tarball, created_rule, old_rule, spot)
+            left = self.rollback(events, s3, setup, created_tarball, created_rule, old_rule, spot)
             if isinstance(exc, AnnexAWSError):
+                if left:
+                    raise AnnexAWSError("%s; rollback incomplete: %s left in place; remove annex %s with "
+                                        "state=absent" % (exc.message, " and ".join(left), self.name),
+                                        code=exc.code)
                 raise AnnexAWSError("%s; rolled back what this run created" % exc.message, code=exc.code)
             raise
 
     def rollback(self, events, s3, setup, created_tarball, created_rule, old_rule, spot):
-        """Undo this run: delete the tarball and rule it created, or restore the rule it changed."""
+        """Undo this run: delete the tarball and rule it created, or restore the rule it changed.
+        Returns what could not be undone (empty when every step succeeded)."""
         self.changed = False
         steps = []
         if created_rule and old_rule is None:
-            steps.append(lambda: delete_lease_rule(events, self.name, [proto.LEASE_TARGET_ID]))
+            steps.append(("the new lease rule %s" % self.name,
+                          lambda: delete_lease_rule(events, self.name, [proto.LEASE_TARGET_ID])))
         elif created_rule:
             _duration, end = proto.parse_lease_description(old_rule.get("Description"))
             if end is not None:
-                steps.append(lambda: put_lease_rule(events, self.name, old_rule.get("Description"),
-                                                    tagged=False))
-                steps.append(lambda: put_lease_target(events, self.name, self.lease_function(setup, spot),
-                                                      setup["bucket"], end))
+                what = "the changed lease rule %s" % self.name
+                steps.append((what, lambda: put_lease_rule(events, self.name, old_rule.get("Description"),
+                                                           tagged=False)))
+                steps.append((what, lambda: put_lease_target(events, self.name, self.lease_function(setup, spot),
+                                                             setup["bucket"], end)))
         if created_tarball:
-            steps.append(lambda: delete_tarball(s3, setup["bucket"], self.name))
-        for step in steps:
+            steps.append(("the tarball %s" % proto.tarball_key(self.name),
+                          lambda: delete_tarball(s3, setup["bucket"], self.name)))
+        left = []
+        for what, step in steps:
             try:
                 step()
             except AnnexAWSError as exc:
                 if is_not_found(exc, RULE_NOT_FOUND, "NoSuchKey"):
                     continue
                 self.changed = True
+                if what not in left:
+                    left.append(what)
                 self.module.warn("rollback incomplete (%s): remove annex %s with state=absent" % (
                     exc.message, self.name))
+        return left
 
     def tag_specifications(self, resource_types):
         tags = dict(self.params["tags"])

@@ -26,7 +26,8 @@ description:
     same setup.
   - O(state=absent) removes every lease rule targeting the lease functions, empties the bucket (all
     objects and versions), deletes the four stacks and the key pair (only if this collection created
-    it) and removes the marked block. It refuses while annex instances are still running.
+    it) and removes the marked block. It refuses while annex instances are still running or a Spot Fleet
+    request of an annex is still active (submitted, active or modifying).
 author:
   - HTCondor annex maintainers (@htcondor-annex)
 options:
@@ -149,7 +150,7 @@ from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_resources as resources
 from ansible_collections.htcondor.annex.plugins.module_utils.annex_protocol import (
-    KEY_PAIR_NAME, STACK_BUCKET, STACK_LAMBDA, STACK_PROFILE, STACK_SG, STACKS,
+    KEY_PAIR_NAME, STACK_BUCKET, STACK_LAMBDA, STACK_PROFILE, STACK_SG, STACKS, fleet_annex_id,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_templates as templates
 from ansible_collections.htcondor.annex.plugins.module_utils.cloudformation import describe_stack, outputs_of
@@ -193,9 +194,9 @@ def validate(params):
         if "/" not in cidr:
             return "worker_ingress_cidrs: %r needs a prefix length (like %s/32)" % (cidr, cidr)
     for group in params["worker_ingress_security_group_ids"]:
-        if not re.match(r"^sg-[0-9a-f]{8,17}$", group):
+        if not re.fullmatch(r"sg-[0-9a-f]{8,17}", group):  # fullmatch: "$" lets a final newline in
             return "worker_ingress_security_group_ids: %r is not a security group id (sg-...)" % group
-    if params["vpc_id"] and not re.match(r"^vpc-[0-9a-f]{8,17}$", params["vpc_id"]):
+    if params["vpc_id"] and not re.fullmatch(r"vpc-[0-9a-f]{8,17}", params["vpc_id"]):
         return "vpc_id: %r is not a VPC id (vpc-...)" % params["vpc_id"]
     if params["wait_timeout"] <= 0:
         return "wait_timeout must be a positive number of seconds"
@@ -391,13 +392,27 @@ class Setup:
         for start in range(0, len(objects), 1000):
             call(s3, "DeleteObjects", Bucket=bucket, Delete={"Objects": objects[start:start + 1000], "Quiet": True})
 
+    def live_annex_fleets(self):
+        """{annex: ids} of the annexes' Spot Fleet requests that hold or may start instances."""
+        fleets = {}
+        for fleet in resources.find_fleets(self.ec2):
+            annex = fleet_annex_id(fleet)
+            fleets[annex] = " ".join(filter(None, (fleets.get(annex), fleet["SpotFleetRequestId"])))
+        return fleets
+
+    def refuse_while_annexes_run(self):
+        """Refuse while an annex may still run workers: the setup holds their lease functions and
+        tarballs, and a live Spot Fleet request starts new workers whenever one ends."""
+        for what, find in (("annex instances are still running", self.live_annex_instances),
+                           ("annex Spot Fleet requests are still active", self.live_annex_fleets)):
+            found = find()
+            if found:
+                raise AnnexAWSError(
+                    "%s (%s): remove those annexes first (htcondor.annex.annex state=absent, or teardown.yml)" % (
+                        what, ", ".join("%s: %s" % kv for kv in sorted(found.items(), key=lambda kv: str(kv[0])))))
+
     def absent(self):
-        live = self.live_annex_instances()
-        if live:
-            raise AnnexAWSError(
-                "annex instances are still running (%s): remove those annexes first "
-                "(htcondor.annex.annex state=absent, or teardown.yml)" % ", ".join(
-                    "%s: %d" % (k, v) for k, v in sorted(live.items(), key=lambda kv: str(kv[0]))))
+        self.refuse_while_annexes_run()
         stacks = dict((name, describe_stack(self.cf, name)) for name in STACKS)
         setup = outputs_of(dict((k, v) for k, v in stacks.items() if v))
         self.remove_lease_rules(setup)

@@ -30,7 +30,8 @@ options:
     default: /etc/condor/passwords.d/POOL
   password:
     description:
-      - The pool password. Required when O(state=present). Must not be empty nor contain a NUL byte.
+      - The pool password. Required when O(state=present). Must not be empty nor contain a NUL byte,
+        a newline or a carriage return (HTCondor's tools read a password as one line).
       - Keep it in Ansible Vault; it is never printed.
     type: str
   owner:

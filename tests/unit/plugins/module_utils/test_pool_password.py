@@ -53,7 +53,7 @@ def test_utf8_password_roundtrip():
     assert pp.decode(pp.encode("pässwörd")) == "pässwörd".encode("utf-8")
 
 
-@pytest.mark.parametrize("bad", ["", "a\x00b", None])
+@pytest.mark.parametrize("bad", ["", "a\x00b", None, "s3cret\n", "s3\ncret", "s3cret\r"])
 def test_rejects_unstorable_passwords(bad):
     with pytest.raises(pp.PoolPasswordError):
         pp.encode(bad)
@@ -146,6 +146,9 @@ def test_module_owner_and_mode(tmp_path):
     ({"password": "s3cret", "mode": "0644"}, "group or others"),
     ({"password": "s3cret", "mode": "rw"}, "octal"),
     ({"password": ""}, "must not be empty"),
+    ({"password": "s3cret\n"}, "must not contain a newline"),
+    ({"password": "s3\ncret"}, "must not contain a newline"),
+    ({"password": "s3\x00cret"}, "must not contain a NUL byte"),
     ({"password": "s3cret", "owner": "no-such-user-xyz"}, "does not exist"),
     ({}, "password"),
     ({"password": "s3cret", "state": "maybe"}, "state"),

@@ -149,6 +149,33 @@ def test_changed_duration_extends_lease(pool):
     assert launch(pool, duration=12)["changed"] is False
 
 
+def _set_lease_end(pool, name, end, duration=8):
+    """Rewrite the annex's lease rule and target as if its lease ended at `end` (epoch)."""
+    events = boto3.client("events", region_name=REGION)
+    events.put_rule(Name=name, ScheduleExpression=proto.LEASE_RULE_SCHEDULE,
+                    Description=proto.lease_description(duration, end))
+    target = events.list_targets_by_rule(Rule=name)["Targets"][0]
+    events.put_targets(Rule=name, Targets=[dict(target, Input=proto.lease_input(name, pool["setup"]["bucket"], end))])
+
+
+@pytest.mark.parametrize("case,seconds_from_now", [("ended", -3600), ("ends_before_next_lease_run", 60)])
+def test_growing_after_the_lease_ended_starts_a_new_lease(pool, case, seconds_from_now):
+    """Same duration, but the lease has ended (or ends before the rule runs again): the grown annex
+    gets a new lease end = now + duration, in the rule, its target and the tarball."""
+    import time
+    launch(pool)
+    _set_lease_end(pool, "a1", int(time.time()) + seconds_from_now)
+    start = time.time()
+    result = launch(pool, count=3)
+    assert result["changed"] is True and len(result["launched_instance_ids"]) == 1, result
+    events = boto3.client("events", region_name=REGION)
+    end = int(json.loads(events.list_targets_by_rule(Rule="a1")["Targets"][0]["Input"])["LeaseExpiration"])
+    assert start + 8 * 3600 - 5 <= end <= time.time() + 8 * 3600 + 5
+    assert proto.iso8601(end) == result["lease_expiration"]
+    assert proto.parse_lease_description(events.describe_rule(Name="a1")["Description"]) == (8.0, end)
+    assert "ANNEX_LEASE_END = %d" % end in tarball(pool)["99-htcondor-annex-lease.config"].decode()
+
+
 def test_check_mode_launches_nothing(pool):
     before = inventory()
     result = launch(pool, check_mode=True)
@@ -190,6 +217,27 @@ def test_spot_fleet_annex(pool):
     assert gone["changed"] is True and not gone.get("failed"), gone
     assert gone["spot_fleet_request_ids"] == result["spot_fleet_request_ids"], gone
     assert inventory()["fleets"] == []
+
+
+def test_absent_of_a_spot_fleet_annex_whose_instances_are_gone(pool):
+    """Teardown of a Spot Fleet annex whose workers already ended (lease, idle, interruption):
+    cancelling the fleet must not fail for lack of instances, and nothing is left."""
+    fleet = pool["tmp"] / "fleet.json"
+    fleet.write_text(json.dumps({
+        "IamFleetRole": "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role",
+        "TargetCapacity": 1, "LaunchSpecifications": [{"ImageId": AMI, "InstanceType": "t3.micro"}]}))
+    started = launch(pool, name="s1", count=None, ami_id=None, slots=2, spot_fleet_config=str(fleet))
+    assert started["changed"] is True, started
+    ec2 = boto3.client("ec2", region_name=REGION)
+    gone = [i["InstanceId"] for i in instances("s1")]
+    assert gone
+    ec2.terminate_instances(InstanceIds=gone)
+    result = run_module(annex, dict(name="s1", state="absent"))
+    assert result["changed"] is True and not result.get("failed"), result
+    after = inventory()
+    assert after["fleets"] == [] and after["rules"] == [] and after["instances"] == []
+    assert after["objects"][pool["setup"]["bucket"]] == []
+    assert run_module(annex, dict(name="s1", state="absent"))["changed"] is False
 
 
 # ---------------------------------------------------------------- rollback and throttling
@@ -234,6 +282,26 @@ def test_failure_after_upload_and_rule_rolls_back(pool, monkeypatch):
     assert result["changed"] is False
 
 
+def test_incomplete_rollback_says_what_was_left(pool, monkeypatch):
+    """When a rollback step fails too, the message must not claim a rollback: it says what was left
+    and to run state=absent."""
+    from ansible_collections.htcondor.annex.plugins.module_utils.aws import AnnexAWSError
+
+    def refuse(*args, **kwargs):
+        raise AnnexAWSError("AWS error during events:DeleteRule: InternalFailure: injected", code="InternalFailure")
+
+    monkeypatch.setattr(annex, "delete_lease_rule", refuse)
+    _inject_failure(monkeypatch, "RunInstances", "InsufficientInstanceCapacity", 100)
+    result = launch(pool)
+    assert result["failed"] and "InsufficientInstanceCapacity" in result["msg"], result
+    assert "rolled back what this run created" not in result["msg"]
+    assert "rollback incomplete: the new lease rule a1 left in place" in result["msg"]
+    assert "state=absent" in result["msg"]
+    assert any("rollback incomplete" in w for w in result["warnings"])
+    assert inventory()["rules"] == ["a1"] and inventory()["objects"][pool["setup"]["bucket"]] == []
+    assert result["changed"] is True
+
+
 def test_throttling_is_retried(pool, monkeypatch):
     seen = _inject_failure(monkeypatch, "RunInstances", "RequestLimitExceeded", 2)
     result = launch(pool)
@@ -264,6 +332,19 @@ BAD = [
     ("duration_zero", dict(duration=0), "duration must be more than 0"),
     ("duration_negative", dict(duration=-1), "duration must be more than 0"),
     ("idle_zero", dict(idle=0), "idle must be more than 0"),
+    ("idle_negative", dict(idle=-0.5), "idle must be more than 0"),
+    ("duration_nan", dict(duration=float("nan")), "duration must be a finite number of hours (got nan)"),
+    ("duration_inf", dict(duration=float("inf")), "duration must be a finite number of hours (got inf)"),
+    ("duration_huge", dict(duration=1e9), "duration must be at most 8760 hours"),
+    ("idle_nan", dict(idle=float("nan")), "idle must be a finite number of hours (got nan)"),
+    ("idle_inf", dict(idle=float("-inf")), "idle must be a finite number of hours (got -inf)"),
+    ("idle_huge", dict(idle=8761), "idle must be at most 8760 hours"),
+    # "$" matches before a final newline: every pattern check must refuse one
+    ("name_trailing_newline", dict(name="a1\n"), "characters the protocol cannot carry"),
+    ("owner_trailing_newline", dict(owners=["alice\n"]), "owner 'alice\\n' is not a user name"),
+    ("collector_trailing_newline", dict(collector_host="cm.example.org:9618\n"), "is not a host[:port]"),
+    ("ami_trailing_newline", dict(ami_id=AMI + "\n"), "is not an AMI id"),
+    ("instance_type_trailing_newline", dict(instance_type="t3.micro\n"), "is not an EC2 instance type"),
     ("unknown_region", dict(region="mars-north-1"), "unknown region"),
     ("missing_ami", dict(ami_id=None), "count needs ami_id"),
 ]
@@ -275,6 +356,18 @@ def test_bad_input(pool, case, overrides, message):
     result = launch(pool, **overrides)
     assert result.get("failed"), result
     assert message in result["msg"], result["msg"]
+    assert inventory() == before
+
+
+@pytest.mark.parametrize("case,make,message", [
+    ("directory", lambda tmp: tmp.mkdir() or tmp, "is a directory, not a file"),
+    ("missing", lambda tmp: tmp, "does not exist"),
+])
+def test_bad_config_file(pool, case, make, message):
+    path = make(pool["tmp"] / "extra.config")
+    before = inventory()
+    result = launch(pool, config_files=[str(path)])
+    assert result.get("failed") and "config file %s %s" % (path, message) in result["msg"], result
     assert inventory() == before
 
 

@@ -157,6 +157,38 @@ def test_absent_refuses_while_annex_instances_run(moto):
     assert inventory() == before
 
 
+def test_absent_refuses_while_an_annex_spot_fleet_is_active(moto):
+    """A live Spot Fleet request starts new workers whenever one ends: the setup (lease functions,
+    bucket) must stay while it is active, even with no instance running at the moment."""
+    setup()
+    ec2 = boto3.client("ec2", region_name=REGION)
+    fleet = ec2.request_spot_fleet(SpotFleetRequestConfig={
+        "IamFleetRole": "arn:aws:iam::123456789012:role/fleet", "TargetCapacity": 1, "AllocationStrategy": "lowestPrice",
+        "ClientToken": "s1_0000", "LaunchSpecifications": [{"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"}],
+        "TagSpecifications": [{"ResourceType": "spot-fleet-request",
+                               "Tags": [{"Key": "htcondor:AnnexName", "Value": "s1"}]}]})["SpotFleetRequestId"]
+    ids = [i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    if ids:
+        ec2.terminate_instances(InstanceIds=ids)
+    before = inventory()
+    result = setup(state="absent")
+    assert result["failed"] and "Spot Fleet requests are still active (s1: %s)" % fleet in result["msg"], result
+    assert "state=absent" in result["msg"]
+    assert inventory() == before
+
+
+@pytest.mark.parametrize("case,args,message", [
+    ("group_trailing_newline", dict(worker_ingress_security_group_ids=["sg-0123456789abcdef0\n"]),
+     "is not a security group id"),
+    ("vpc_trailing_newline", dict(vpc_id="vpc-0123456789abcdef0\n"), "is not a VPC id"),
+])
+def test_bad_id_rejected(moto, case, args, message):
+    before = inventory()
+    result = setup(**args)
+    assert result["failed"] and message in result["msg"], result
+    assert inventory() == before
+
+
 def test_unknown_region_fails_before_any_call(moto):
     before = inventory()
     result = setup(region="mars-north-1")
