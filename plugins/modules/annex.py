@@ -24,8 +24,9 @@ description:
   - Idempotent. The same O(count) twice launches nothing the second time; a larger O(count) launches
     only the difference (pending and running instances of the annex count); a smaller one launches
     nothing and terminates nothing (running jobs are never killed), which the result message says.
-    A changed O(duration) moves the lease end to now + O(duration); so does any run that finds the lease
-    ended (or ending within the lease rule's 5 minutes), before it launches anything.
+    A changed O(duration) moves the lease end to now + O(duration); so does a run that launches workers
+    and finds the lease ended (or ending within the lease rule's 5 minutes). A same-count re-run with the
+    same O(duration) never revives an ended lease.
   - Any failure part-way removes what this call created (tarball, lease rule); if that removal fails too,
     the message says what was left and to run O(state=absent).
   - O(state=absent) runs C(condor_off -annex NAME) where HTCondor is reachable, terminates the annex's
@@ -503,12 +504,14 @@ class Annex:
             self.result["instance_ids"] = sorted(instances)
         rule = describe_lease_rule(events, self.name)
         old_duration, old_end = proto.parse_lease_description(rule.get("Description") if rule else None)
-        # A lease that has ended (or ends before the lease rule runs again) is never reused: workers
-        # launched or kept under it would be ended at once, so it counts as changed like a new duration.
-        lease_changed = rule is None or old_duration != float(self.params["duration"]) or \
-            proto.lease_is_spent(old_end)
-        lease_end = proto.lease_expiration(self.params["duration"]) if lease_changed else old_end
         to_launch = max(0, requested - live)
+        # A new duration moves the lease (an explicit extension). A lease that has ended (or ends
+        # before the lease rule runs again) is never reused for NEW workers, which would be ended at
+        # once; but a re-run that launches nothing does not revive it for the workers it is ending
+        # (same duration = no extension asked for).
+        lease_changed = rule is None or old_duration != float(self.params["duration"]) or old_end is None or \
+            (to_launch > 0 and proto.lease_is_spent(old_end))
+        lease_end = proto.lease_expiration(self.params["duration"]) if lease_changed else old_end
         self.result.update(requested=requested, live=live, lease_expiration=proto.iso8601(lease_end))
         if to_launch == 0:
             if requested < live:

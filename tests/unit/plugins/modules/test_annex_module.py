@@ -176,6 +176,20 @@ def test_growing_after_the_lease_ended_starts_a_new_lease(pool, case, seconds_fr
     assert "ANNEX_LEASE_END = %d" % end in tarball(pool)["99-htcondor-annex-lease.config"].decode()
 
 
+def test_same_count_rerun_does_not_revive_an_ended_lease(pool):
+    """The lease has ended and the lease function is about to end the workers: re-running the same
+    command (same count, same duration) must not extend it (only a new duration does)."""
+    import time
+    launch(pool)
+    ended = int(time.time()) - 60
+    _set_lease_end(pool, "a1", ended)
+    before = inventory()
+    result = launch(pool)
+    assert result["changed"] is False and result["launched_instance_ids"] == [], result
+    assert result["lease_expiration"] == proto.iso8601(ended)
+    assert inventory() == before
+
+
 def test_check_mode_launches_nothing(pool):
     before = inventory()
     result = launch(pool, check_mode=True)
