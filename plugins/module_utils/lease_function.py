@@ -5,9 +5,12 @@
 # code of the HTCondorAnnex-LambdaFunctions stack (CloudFormation ZipFile, < 4096 characters),
 # and the unit tests import and call handler() directly against moto.
 # Input (the lease rule's target input): {AnnexID, S3BucketName, LeaseExpiration (epoch seconds)}.
-# Not expired: nothing. Expired: terminate the annex's instances (client token <AnnexID>_*,
-# tagged htcondor:AnnexName), cancel its spot fleets with their instances, delete its tarball,
-# then remove the rule's targets and the rule (rule name = AnnexID).
+# Not expired: nothing. Expired: cancel the annex's spot fleets with their instances, terminate its
+# instances (found by the htcondor:AnnexName tag, however they were launched), delete its tarball,
+# then remove the rule's targets and the rule (rule name = AnnexID). Each step runs whatever the
+# others did (idempotent: the rule fires again in 5 minutes). Money first: while instances or fleets
+# could not be ended, the rule is kept and the run fails so it is retried; a tarball that cannot be
+# deleted (bucket already gone) never keeps the rule.
 from __future__ import absolute_import, division, print_function
 import time
 try:
@@ -34,9 +37,7 @@ def _instances(ec2, annex):
         {'Name': 'instance-state-name', 'Values': INSTANCE_STATES}])
     for page in pages:
         for res in page['Reservations']:
-            for i in res['Instances']:
-                if (i.get('ClientToken') or '').startswith(annex + '_'):
-                    ids.append(i['InstanceId'])
+            ids.extend(i['InstanceId'] for i in res['Instances'])
     return ids
 
 
@@ -60,13 +61,25 @@ def handler(event, context=None, session=None, now=None):
         return {'expired': False, 'AnnexID': annex}
     s = session or boto3.session.Session()
     ec2 = s.client('ec2')
-    fleets = _fleets(ec2, annex)
-    if fleets:
-        ec2.cancel_spot_fleet_requests(SpotFleetRequestIds=fleets, TerminateInstances=True)
-    ids = _instances(ec2, annex)
-    for n in range(0, len(ids), 500):
-        ec2.terminate_instances(InstanceIds=ids[n:n + 500])
-    s.client('s3').delete_object(Bucket=event['S3BucketName'], Key=TARBALL_KEY % annex)
+    out = {'expired': True, 'AnnexID': annex, 'terminated': [], 'cancelled': [], 'errors': []}
+
+    def step(what, fn):
+        try:
+            return fn()
+        except Exception as exc:  # each step on its own; reported below
+            out['errors'].append('%s: %s' % (what, exc))
+
+    out['cancelled'] = step('fleets', lambda: _fleets(ec2, annex)) or []
+    if out['cancelled']:
+        step('cancel', lambda: ec2.cancel_spot_fleet_requests(
+            SpotFleetRequestIds=out['cancelled'], TerminateInstances=True))
+    ids = step('instances', lambda: _instances(ec2, annex)) or []
+    for chunk in [ids[n:n + 500] for n in range(0, len(ids), 500)]:
+        if step('terminate', lambda c=chunk: ec2.terminate_instances(InstanceIds=c)):
+            out['terminated'].extend(chunk)
+    if out['errors']:  # instances may still run: keep the rule, fail so the run is retried
+        raise RuntimeError('lease of %s not ended yet: %s' % (annex, '; '.join(out['errors'])))
+    step('tarball', lambda: s.client('s3').delete_object(Bucket=event['S3BucketName'], Key=TARBALL_KEY % annex))
     ev = s.client('events')
     try:
         tg = [t['Id'] for t in ev.list_targets_by_rule(Rule=annex).get('Targets', [])]
@@ -75,7 +88,7 @@ def handler(event, context=None, session=None, now=None):
         ev.delete_rule(Name=annex)
     except ev.exceptions.ResourceNotFoundException:
         pass
-    return {'expired': True, 'AnnexID': annex, 'terminated': ids, 'cancelled': fleets}
+    return out
 
 
 def deployable_source():

@@ -10,6 +10,7 @@ import zipfile
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from annex_helpers import REGION, aws_env, inventory, moto, run_module  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.htcondor.annex.plugins.modules import annex, annex_setup
@@ -76,6 +77,54 @@ def test_expired_spot_fleet_cancelled(world, tmp_path):
     result = lease_function.handler(event, None, now=int(event["LeaseExpiration"]) + 1)
     assert result["cancelled"] == spot["spot_fleet_request_ids"]
     assert inventory()["fleets"] == [] and "spot1" not in inventory()["rules"]
+
+
+def test_expired_finds_instances_by_tag_whatever_their_client_token(world):
+    """An instance of the annex that was not launched with the annex's client token (e.g. left by a
+    Spot Fleet cancelled without its instances) is ended too: instances are found by tag."""
+    ec2 = boto3.client("ec2", region_name=REGION)
+    stray = ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, ClientToken="sfr-0123456789abcdef0",
+                              TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                                  {"Key": "htcondor:AnnexName", "Value": "lease1"}]}])["Instances"][0]["InstanceId"]
+    result = lease_function.handler(world["event"], None, now=int(world["event"]["LeaseExpiration"]) + 1)
+    assert stray in result["terminated"] and live("lease1") == []
+
+
+def test_expired_with_the_bucket_gone_still_ends_the_rule(world):
+    """A tarball that cannot be deleted (bucket already gone) must not keep the rule firing forever."""
+    event = dict(world["event"], S3BucketName="htcondor-annex-no-such-bucket-0000")
+    result = lease_function.handler(event, None, now=int(event["LeaseExpiration"]) + 1)
+    assert live("lease1") == [] and "lease1" not in inventory()["rules"]
+    assert any(e.startswith("tarball:") for e in result["errors"]), result
+
+
+class _FailingTerminate:
+    """A boto3 session whose EC2 client refuses TerminateInstances (throttled beyond the retries)."""
+
+    def __init__(self):
+        self.real = boto3.session.Session(region_name=REGION)
+
+    def client(self, service):
+        client = self.real.client(service)
+        if service == "ec2":
+            def refuse(**_kwargs):
+                raise ClientError({"Error": {"Code": "RequestLimitExceeded", "Message": "slow down"}},
+                                  "TerminateInstances")
+            client.terminate_instances = refuse
+        return client
+
+
+def test_expired_keeps_the_rule_while_instances_could_not_be_ended(world):
+    """Money first: when termination fails the run fails and the rule (and tarball) stay, so the
+    lease is retried 5 minutes later; the next run ends everything."""
+    expiry = int(world["event"]["LeaseExpiration"])
+    with pytest.raises(RuntimeError, match="RequestLimitExceeded"):
+        lease_function.handler(world["event"], None, session=_FailingTerminate(), now=expiry + 1)
+    inv = inventory()
+    assert "lease1" in inv["rules"] and "config-lease1.tar.gz" in inv["objects"][world["setup"]["bucket"]]
+    assert sorted(live("lease1")) == sorted(world["mine"]["instance_ids"])
+    lease_function.handler(world["event"], None, now=expiry + 301)
+    assert live("lease1") == [] and "lease1" not in inventory()["rules"]
 
 
 def test_deployed_code_is_this_code(world):
