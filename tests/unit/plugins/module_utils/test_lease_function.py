@@ -12,8 +12,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from annex_helpers import REGION, aws_env, inventory, moto, run_module  # noqa: F401 pylint: disable=unused-import
-from ansible_collections.htcondor.annex.plugins.modules import annex, annex_setup
+from annex_helpers import REGION, aws_env, inventory, moto, run_module, setup_pool  # noqa: F401 pylint: disable=unused-import
+from ansible_collections.htcondor.annex.plugins.modules import annex
 from ansible_collections.htcondor.annex.plugins.module_utils import lease_function
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -22,10 +22,9 @@ AMI = "ami-04681a1dbd79675a5"
 
 @pytest.fixture
 def world(moto, tmp_path):
-    setup = run_module(annex_setup, {})
-    password = tmp_path / "POOL"
-    password.write_bytes(b"\xad\x9e\xdd\x9d\xbb\xd9")
-    common = dict(ami_id=AMI, password_file=str(password), collector_host="cm:9618", condor_version="23.9.6")
+    pool = setup_pool(tmp_path, ami_id=AMI, collector_host="cm:9618", condor_version="23.9.6")
+    setup = pool["setup"]
+    common = dict((k, v) for k, v in pool["args"].items() if k != "count")
     mine = run_module(annex, dict(name="lease1", count=3, duration=1, **common))
     other = run_module(annex, dict(name="lease10", count=2, duration=1, **common))
     assert mine["changed"] and other["changed"]

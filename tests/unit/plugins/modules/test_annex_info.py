@@ -7,8 +7,8 @@ import os
 import boto3
 import pytest
 
-from annex_helpers import REGION, aws_env, inventory, moto, run_module  # noqa: F401 pylint: disable=unused-import
-from ansible_collections.htcondor.annex.plugins.modules import annex, annex_info, annex_setup
+from annex_helpers import REGION, aws_env, inventory, moto, run_module, setup_pool  # noqa: F401 pylint: disable=unused-import
+from ansible_collections.htcondor.annex.plugins.modules import annex, annex_info
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 AMI = "ami-04681a1dbd79675a5"
@@ -16,10 +16,9 @@ AMI = "ami-04681a1dbd79675a5"
 
 @pytest.fixture
 def launched(moto, tmp_path):
-    setup = run_module(annex_setup, {})
-    password = tmp_path / "POOL"
-    password.write_bytes(b"\xad\x9e\xdd\x9d\xbb\xd9")
-    common = dict(ami_id=AMI, password_file=str(password), collector_host="cm:9618", condor_version="24.0.1")
+    pool = setup_pool(tmp_path, ami_id=AMI, collector_host="cm:9618", condor_version="24.0.1")
+    setup, password = pool["setup"], pool["args"]["password_file"]
+    common = dict((k, v) for k, v in pool["args"].items() if k != "count")
     a = run_module(annex, dict(name="a1", count=3, **common))
     b = run_module(annex, dict(name="b2", count=1, duration=2, **common))
     assert a["changed"] and b["changed"]
