@@ -20,6 +20,12 @@ from ansible_collections.htcondor.annex.plugins.module_utils.annex_protocol impo
 LAMBDA_RUNTIME = "python3.12"
 TEMPLATE_VERSION = "1"
 ZIPFILE_LIMIT = 4096
+# Names of the IAM roles and the instance profile, each followed by "-<region>" (regional_name);
+# the user policy scopes iam:PassRole and the role actions to them.
+WORKER_ROLE_NAME = "HTCondorAnnex-InstanceConfigurationRole"
+WORKER_PROFILE_NAME = "HTCondorAnnex-InstanceProfile"
+LEASE_ROLE_NAME = "HTCondorAnnex-LeaseFunctionRole"
+IAM_NAME_LIMIT = 64  # characters of a role name (IAM quota); instance profiles allow 128
 
 
 def _sub(text):
@@ -59,11 +65,22 @@ def lambda_code():
     return code
 
 
-def _service_role(service_principal, policy_name, statements):
-    """An IAM role that only `service_principal` may assume, with one inline policy."""
+def regional_name(base):
+    """``<base>-<region>``: IAM names are global to the account, the setup is per region.
+
+    The roles are named, not left to CloudFormation: a generated name shortens the stack and
+    logical names unpredictably (the seed's worker role was
+    ``HTCondorAnnex-InstancePro-InstanceConfigurationRol-JZTES9L6Y1YH``), so the user policy could
+    not scope iam:PassRole to it. Named IAM resources need CAPABILITY_NAMED_IAM."""
+    return _sub("%s-${AWS::Region}" % base)
+
+
+def _service_role(service_principal, policy_name, statements, role_name):
+    """An IAM role named `role_name` that only `service_principal` may assume, with one inline policy."""
     return {
         "Type": "AWS::IAM::Role",
         "Properties": {
+            "RoleName": regional_name(role_name),
             "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
                 "Effect": "Allow", "Principal": {"Service": [service_principal]},
                 "Action": ["sts:AssumeRole"]}]},
@@ -123,7 +140,8 @@ def lambda_template():
         "Description": "htcondor.annex %s: annex lease functions (%s)" % (TEMPLATE_VERSION, LAMBDA_RUNTIME),
         "Parameters": {"S3BucketName": {"Type": "String"}},
         "Resources": {
-            "LeaseFunctionRole": _service_role("lambda.amazonaws.com", "HTCondorAnnexLease", statements),
+            "LeaseFunctionRole": _service_role("lambda.amazonaws.com", "HTCondorAnnexLease", statements,
+                                               LEASE_ROLE_NAME),
             "OnDemandLeaseFunction": _lease_function("LeaseFunctionRole"),
             "SpotFleetLeaseFunction": _lease_function("LeaseFunctionRole"),
             "OnDemandLeasePermission": _events_permission("OnDemandLeaseFunction"),
@@ -139,7 +157,7 @@ def lambda_template():
 def instance_profile_template():
     statements = [
         {"Sid": "ReadAnnexConfiguration", "Effect": "Allow", "Action": ["s3:GetObject"],
-         "Resource": _sub("arn:aws:s3:::${S3BucketName}/config-*.tar.gz")},
+         "Resource": _sub("arn:${AWS::Partition}:s3:::${S3BucketName}/config-*.tar.gz")},
         {"Sid": "BootScriptIntrospection", "Effect": "Allow", "Action": [
             "iam:GetInstanceProfile", "iam:ListRolePolicies", "iam:GetRolePolicy",
             "iam:ListAttachedRolePolicies", "iam:GetPolicy", "iam:GetPolicyVersion",
@@ -150,10 +168,12 @@ def instance_profile_template():
         "Description": "htcondor.annex %s: instance profile for annex workers" % TEMPLATE_VERSION,
         "Parameters": {"S3BucketName": {"Type": "String"}},
         "Resources": {
-            "InstanceConfigurationRole": _service_role("ec2.amazonaws.com", "HTCondorAnnexWorker", statements),
+            "InstanceConfigurationRole": _service_role("ec2.amazonaws.com", "HTCondorAnnexWorker", statements,
+                                                       WORKER_ROLE_NAME),
             "InstanceProfile": {
                 "Type": "AWS::IAM::InstanceProfile",
-                "Properties": {"Roles": [{"Ref": "InstanceConfigurationRole"}]},
+                "Properties": {"InstanceProfileName": regional_name(WORKER_PROFILE_NAME),
+                               "Roles": [{"Ref": "InstanceConfigurationRole"}]},
             },
         },
         "Outputs": {

@@ -235,7 +235,7 @@ class Setup:
         body = templates.template_body(template)
         params = [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())]
         kwargs = dict(StackName=name, TemplateBody=body, Parameters=params, Tags=tag_list(self.tags),
-                      Capabilities=["CAPABILITY_IAM"])
+                      Capabilities=["CAPABILITY_NAMED_IAM"])  # the roles are named (annex_templates)
         if stack is None:
             self.changed = True
             if self.module.check_mode:
