@@ -318,12 +318,12 @@ STACK_BUCKET_NAME = "HTCondorAnnex-ConfigurationBucket"
 def generated_name(stack, logical_id, limit, lower=False, suffix="JZTES9L6Y1YH"):
     """The physical name CloudFormation generates for a resource without an explicit name:
     <stack>-<logical id>-<random>, the two names shortened to fit `limit` (the seed's worker role:
-    stack HTCondorAnnex-InstanceProfile, logical id InstanceConfigurationRole ->
-    HTCondorAnnex-InstancePro-InstanceConfigurationRol-JZTES9L6Y1YH, 63 characters)."""
+    stack HTCondorAnnex-InstanceProfile, logical id InstanceConfigurationRole, limit 63 ->
+    HTCondorAnnex-InstancePro-InstanceConfigurationRol-JZTES9L6Y1YH)."""
     room = limit - len(suffix) - 2
     stack_part, logical_part = stack, logical_id
     while len(stack_part) + len(logical_part) > room:
-        if len(stack_part) >= len(logical_part):
+        if len(stack_part) > len(logical_part):  # the longer part first, the logical id on a tie
             stack_part = stack_part[:-1]
         else:
             logical_part = logical_part[:-1]
@@ -331,9 +331,10 @@ def generated_name(stack, logical_id, limit, lower=False, suffix="JZTES9L6Y1YH")
     return name.lower() if lower else name
 
 
-# name property and length limit of each named-by-property type, and its ARN format
+# name property, length of a generated name and ARN format of each named type (a generated role
+# name has 63 characters, one less than IAM allows: the seed's shows it)
 NAME_PROPERTIES = {
-    "AWS::IAM::Role": ("RoleName", 64, "arn:{partition}:iam::{account}:role/{name}"),
+    "AWS::IAM::Role": ("RoleName", 63, "arn:{partition}:iam::{account}:role/{name}"),
     "AWS::IAM::InstanceProfile": ("InstanceProfileName", 128, "arn:{partition}:iam::{account}:instance-profile/{name}"),
     "AWS::Lambda::Function": ("FunctionName", 64, "arn:{partition}:lambda:{region}:{account}:function:{name}"),
     "AWS::S3::Bucket": ("BucketName", 63, "arn:{partition}:s3:::{name}"),
