@@ -18,11 +18,19 @@ What moto can and cannot check, and how the gap is closed:
   foreign ARNs that must stay out of reach.
 - CloudFormation creates the stacks' resources with the caller's permissions on AWS; moto does
   not authorize those internal calls. test_policy_actions_are_exactly_what_the_code_needs
-  therefore derives the stack-side actions from the resource types in the templates.
+  therefore derives the stack-side actions from CloudFormation's resource provider schemas for the
+  templates as rendered (tests/unit/aws_reference.py).
+- test_every_call_is_allowed_on_the_resources_aws_checks evaluates every request the annex
+  user made (and what AWS checks along with it: iam:PassRole, tag-on-create) with a
+  resource-aware evaluator, against the ARNs and condition keys AWS would use, the template
+  resources named as real CloudFormation names them.
 """
+import base64
 import contextlib
 import json
+import re
 import sys
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -33,6 +41,7 @@ from moto_server import MotoServer  # noqa: E402
 from test_annex_flow import Flow, failures, register_worker_image, STACKS  # noqa: E402
 
 from conftest import REPO  # noqa: E402
+import aws_reference as ref  # noqa: E402  (tests/unit, on the path through conftest)
 
 boto3 = pytest.importorskip("boto3")
 
@@ -44,36 +53,6 @@ USER = "annex-user"
 REGION = "us-east-1"
 MANAGED_POLICY_LIMIT = 6144  # characters, whitespace excluded (IAM quota)
 
-# What CloudFormation does with the caller's permissions, per resource type in the templates.
-STACK_SIDE_ACTIONS = {
-    "AWS::S3::Bucket": {
-        "s3:CreateBucket", "s3:DeleteBucket", "s3:ListBucket", "s3:PutBucketPublicAccessBlock",
-        "s3:GetBucketPublicAccessBlock", "s3:PutEncryptionConfiguration",
-        "s3:GetEncryptionConfiguration", "s3:PutBucketOwnershipControls",
-        "s3:GetBucketOwnershipControls", "s3:PutBucketTagging", "s3:GetBucketTagging"},
-    "AWS::IAM::Role": {
-        "iam:CreateRole", "iam:DeleteRole", "iam:GetRole", "iam:PutRolePolicy", "iam:GetRolePolicy",
-        "iam:DeleteRolePolicy", "iam:ListRolePolicies", "iam:ListAttachedRolePolicies",
-        "iam:ListInstanceProfilesForRole", "iam:TagRole", "iam:UntagRole"},
-    "AWS::IAM::InstanceProfile": {
-        "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile", "iam:GetInstanceProfile",
-        "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
-        "iam:TagInstanceProfile", "iam:UntagInstanceProfile"},
-    "AWS::Lambda::Function": {
-        "lambda:CreateFunction", "lambda:DeleteFunction", "lambda:GetFunction",
-        "lambda:GetFunctionConfiguration", "lambda:UpdateFunctionCode",
-        "lambda:UpdateFunctionConfiguration", "lambda:TagResource", "lambda:UntagResource",
-        "lambda:ListTags", "iam:PassRole"},
-    "AWS::Lambda::Permission": {"lambda:AddPermission", "lambda:RemovePermission", "lambda:GetPolicy"},
-    "AWS::EC2::SecurityGroup": {
-        "ec2:CreateSecurityGroup", "ec2:DeleteSecurityGroup", "ec2:DescribeSecurityGroups",
-        "ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress",
-        "ec2:UpdateSecurityGroupRuleDescriptionsIngress", "ec2:DescribeSecurityGroupRules",
-        "ec2:CreateTags"},
-    "AWS::EC2::SecurityGroupIngress": {
-        "ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress",
-        "ec2:DescribeSecurityGroupRules"},
-}
 # Needed on AWS by calls the flow makes, but not separate requests moto could record:
 IMPLIED_ACTIONS = {
     "cloudformation:TagResource", "cloudformation:UntagResource",  # CreateStack/UpdateStack Tags
@@ -116,14 +95,14 @@ def moto_view(policy, drop_action=None):
     return {"Version": policy["Version"], "Statement": statements}
 
 
-def template_resource_types():
-    sys.path.insert(0, str(REPO / "collections"))
-    from ansible_collections.htcondor.annex.plugins.module_utils import annex_templates as t
-    types = set()
-    for template in (t.bucket_template(), t.lambda_template(), t.instance_profile_template(),
-                     t.security_group_template(["10.0.0.0/16"], ["sg-12345678"])):
-        types.update(r["Type"] for r in template["Resources"].values())
-    return types
+def stack_side_actions():
+    """What CloudFormation's resource handlers call with the caller's permissions for the
+    templates as rendered (provider schemas cfn-lint ships; see aws_reference)."""
+    actions = set()
+    for row in ref.physical_resources(REGION):
+        for permissions in ref.handler_permissions(row["type"], ref.properties_used(row["properties"])).values():
+            actions.update(permissions)
+    return actions
 
 
 class Moto:
@@ -307,10 +286,7 @@ def test_policy_actions_are_exactly_what_the_code_needs(iam_flow):
     and every request the flow made is in the policy."""
     made = iam_flow.user_requests()
     assert "ec2:RunInstances" in made and "cloudformation:CreateStack" in made, made
-    types = template_resource_types()
-    unknown = types - set(STACK_SIDE_ACTIONS)
-    assert not unknown, f"templates use resource types this test does not know: {unknown}"
-    stack_side = set().union(*(STACK_SIDE_ACTIONS[t] for t in types))
+    stack_side = stack_side_actions()
     allowed = policy_actions(shipped_policy())
     assert made <= allowed, f"requests the policy does not allow: {made - allowed}"
     needed = made | stack_side | IMPLIED_ACTIONS
@@ -334,6 +310,11 @@ def test_resource_scoping_of_the_unmodified_policy(iam_flow):
     with iam_flow.admin_view() as admin:
         stack_ids = {s["StackName"]: s["StackId"] for s in admin("cloudformation").list_stacks()["StackSummaries"]}
     assert set(STACKS) <= set(stack_ids)
+    # the worker role as the template names it (real CloudFormation would give it this name too)
+    worker_role_arn = [row["arns"][0] for row in ref.physical_resources(REGION)
+                       if row["type"] == "AWS::IAM::Role" and "ec2.amazonaws.com" in row["trusts"].values()][0]
+    profile = [row["arns"][0] for row in ref.physical_resources(REGION) if row["type"] == "AWS::IAM::InstanceProfile"]
+    assert profile == [setup["instance_profile_arn"]]  # the setup made what the templates name
     ours = [
         ("cloudformation:CreateStack", stack_ids[STACKS[0]]),
         ("cloudformation:DeleteStack", stack_ids[STACKS[3]]),
@@ -341,9 +322,7 @@ def test_resource_scoping_of_the_unmodified_policy(iam_flow):
         ("s3:PutObject", f"arn:aws:s3:::{bucket}/config-MyFirstAnnex.tar.gz"),
         ("s3:DeleteObject", f"arn:aws:s3:::{bucket}/config-MyFirstAnnex.tar.gz"),
         ("iam:GetInstanceProfile", setup["instance_profile_arn"]),
-        ("iam:PassRole", f"arn:aws:iam::{account}:role/{setup['instance_role_name']}"
-         if "instance_role_name" in setup else
-         f"arn:aws:iam::{account}:role/HTCondorAnnex-InstanceProfile-InstanceConfigurationRole-X"),
+        ("iam:PassRole", worker_role_arn),
         ("lambda:CreateFunction", setup["odi_lease_function_arn"]),
         ("lambda:AddPermission", setup["sfr_lease_function_arn"]),
         ("events:PutRule", f"arn:aws:events:{REGION}:{account}:rule/MyFirstAnnex"),
@@ -360,6 +339,8 @@ def test_resource_scoping_of_the_unmodified_policy(iam_flow):
         ("iam:CreateRole", f"arn:aws:iam::{account}:role/Admin"),
         ("iam:PutRolePolicy", f"arn:aws:iam::{account}:role/Admin"),
         ("iam:PassRole", f"arn:aws:iam::{account}:role/Admin"),
+        # condor_annex's own (unnamed, CloudFormation-generated) worker role: not this setup's
+        ("iam:PassRole", f"arn:aws:iam::{account}:role/{ref.SEED_GENERATED_ROLE}"),
         ("iam:CreateUser", f"arn:aws:iam::{account}:user/mallory"),
         ("iam:CreateAccessKey", f"arn:aws:iam::{account}:user/annex-user"),
         ("iam:AttachUserPolicy", f"arn:aws:iam::{account}:user/annex-user"),
@@ -370,3 +351,176 @@ def test_resource_scoping_of_the_unmodified_policy(iam_flow):
     ]
     for action, arn in foreign:
         assert not allowed(action, arn), f"the shipped policy allows {action} on {arn}"
+
+
+# ---------------------------------------------------------------- resources AWS checks per call
+def _entry_params(entry):
+    """The parameters of a recorded request: query/JSON body, else {}."""
+    body = entry.get("body") or ""
+    if entry.get("body_encoded"):
+        body = base64.b64decode(body).decode("utf-8", "replace")
+    if body.lstrip().startswith("{"):
+        return json.loads(body)
+    if "Action=" in body:
+        return dict((k, v[0]) for k, v in urllib.parse.parse_qs(body).items())
+    return {"_body": body}
+
+
+def _numbered(params, prefix):
+    """Values of Prefix.1, Prefix.2 ... (query protocol lists)."""
+    return [v for k, v in sorted(params.items()) if re.fullmatch(re.escape(prefix) + r"\.\d+", k)]
+
+
+def _request_tags(params, prefix, resource_type):
+    """aws:RequestTag context of the TagSpecification for resource_type."""
+    context = {}
+    for index in range(1, 10):
+        spec = f"{prefix}.{index}"
+        if params.get(f"{spec}.ResourceType") == resource_type:
+            for tag in range(1, 60):
+                key = params.get(f"{spec}.Tag.{tag}.Key")
+                if key is None:
+                    break
+                context[f"aws:RequestTag/{key}"] = params.get(f"{spec}.Tag.{tag}.Value", "")
+    if context:
+        context["aws:TagKeys"] = [k.split("/", 1)[1] for k in context]
+    return context
+
+
+def _resource_tag_context(service, tags):
+    context = {}
+    for key, value in tags.items():
+        context[f"aws:ResourceTag/{key}"] = value
+        context[f"{service}:ResourceTag/{key}"] = value
+    return context
+
+
+class AwsView:
+    """The ARNs and context keys AWS evaluates a recorded request with."""
+
+    def __init__(self, instance_tags, worker_role_arn):
+        self.instance_tags = instance_tags
+        self.worker_role_arn = worker_role_arn
+        self.arn = lambda service, rest: f"arn:aws:{service}:{REGION}:{ref.ACCOUNT}:{rest}"
+
+    def checks(self, entry, service, action):
+        """[(IAM action, resource ARN or "*", context)] AWS authorizes for one request."""
+        params = _entry_params(entry)
+        path = [urllib.parse.unquote(p) for p in urllib.parse.urlparse(entry.get("url", "")).path.split("/") if p]
+        actions = REQUEST_TO_ACTION.get((service, action), {f"{service}:{action}"})
+        handler = getattr(self, f"_{service}_{action}", None) or getattr(self, f"_{service}", None)
+        found = []
+        for iam_action in sorted(actions):
+            if not ref.arn_formats(iam_action):
+                found.append((iam_action, "*", {}))
+            elif handler is None:
+                raise AssertionError(f"{iam_action}: the test does not know which ARN AWS checks; teach AwsView")
+            else:
+                found.extend((iam_action, arn, context) for arn, context in handler(params, path))
+        return found + self._implied(service, action, params)
+
+    # what AWS checks along with the request itself
+    def _implied(self, service, action, params):
+        implied = []
+        if (service, action) == ("ec2", "RunInstances"):
+            tags = _request_tags(params, "TagSpecification", "instance")
+            implied.append(("iam:PassRole", self.worker_role_arn, {"iam:PassedToService": "ec2.amazonaws.com"}))
+            for kind in ("instance", "volume"):
+                implied.append(("ec2:CreateTags", self.arn("ec2", f"{kind}/*"),
+                                dict(_request_tags(params, "TagSpecification", kind), **{"ec2:CreateAction": action})))
+            assert tags, "RunInstances without tags"
+        if (service, action) == ("ec2", "RequestSpotFleet"):
+            role = params.get("SpotFleetRequestConfig.IamFleetRole")
+            implied.append(("iam:PassRole", role, {"iam:PassedToService": "spotfleet.amazonaws.com"}))
+            implied.append(("iam:PassRole", self.worker_role_arn, {"iam:PassedToService": "ec2.amazonaws.com"}))
+        if (service, action) == ("ec2", "CreateKeyPair"):
+            implied.append(("ec2:CreateTags", self.arn("ec2", f"key-pair/{params['KeyName']}"),
+                            dict(_request_tags(params, "TagSpecification", "key-pair"), **{"ec2:CreateAction": action})))
+        if service == "cloudformation" and action in ("CreateStack", "UpdateStack") and "Tags.member.1.Key" in params:
+            implied.append(("cloudformation:TagResource", self.arn("cloudformation", f"stack/{params['StackName']}/1"), {}))
+        if (service, action) == ("events", "PutRule") and params.get("Tags"):
+            implied.append(("events:TagResource", self.arn("events", f"rule/{params['Name']}"), {}))
+        return implied
+
+    def _ec2_RunInstances(self, params, _path):
+        yield self.arn("ec2", "instance/*"), _request_tags(params, "TagSpecification", "instance")
+        yield self.arn("ec2", "volume/*"), _request_tags(params, "TagSpecification", "volume")
+        yield f"arn:aws:ec2:{REGION}::image/{params['ImageId']}", {}
+        yield self.arn("ec2", "network-interface/*"), {}
+        yield self.arn("ec2", "subnet/*"), {}
+        for group in _numbered(params, "SecurityGroupId"):
+            yield self.arn("ec2", f"security-group/{group}"), {}
+        if params.get("KeyName"):
+            yield self.arn("ec2", f"key-pair/{params['KeyName']}"), {}
+
+    def _ec2_TerminateInstances(self, params, _path):
+        for instance in _numbered(params, "InstanceId"):
+            yield self.arn("ec2", f"instance/{instance}"), _resource_tag_context("ec2", self.instance_tags[instance])
+
+    def _ec2_RequestSpotFleet(self, params, _path):
+        yield self.arn("ec2", "spot-fleet-request/*"), {}
+
+    def _ec2_CancelSpotFleetRequests(self, params, _path):
+        for fleet in _numbered(params, "SpotFleetRequestId"):
+            yield self.arn("ec2", f"spot-fleet-request/{fleet}"), {}
+
+    def _ec2_CreateKeyPair(self, params, _path):
+        yield self.arn("ec2", f"key-pair/{params['KeyName']}"), _request_tags(params, "TagSpecification", "key-pair")
+
+    def _ec2_DeleteKeyPair(self, params, _path):
+        yield self.arn("ec2", f"key-pair/{params['KeyName']}"), {}
+
+    def _cloudformation(self, params, _path):
+        yield (self.arn("cloudformation", f"stack/{params['StackName']}/1") if params.get("StackName") else "*"), {}
+
+    def _events(self, params, _path):
+        name = params.get("Name") or params.get("Rule")
+        yield (params.get("ResourceARN") or self.arn("events", f"rule/{name}")), {}
+
+    def _s3(self, params, path):
+        if not path:
+            yield "*", {}
+            return
+        if len(path) > 1:
+            yield f"arn:aws:s3:::{path[0]}/{'/'.join(path[1:])}", {}
+            return
+        keys = re.findall(r"<Key>([^<]*)</Key>", params.get("_body", ""))
+        if keys:  # DeleteObjects: each object
+            for key in keys:
+                yield f"arn:aws:s3:::{path[0]}/{key}", {}
+        else:
+            yield f"arn:aws:s3:::{path[0]}", {}
+
+    def _lambda(self, params, path):
+        name = path[2] if len(path) > 2 else "*"
+        yield (name if name.startswith("arn:") else self.arn("lambda", f"function:{name}")), {}
+
+
+def test_every_call_is_allowed_on_the_resources_aws_checks(iam_flow):
+    """moto authorized every request by action; AWS also checks each request's resources and
+    conditions. Every request the annex user made in the flow, with what AWS checks along with it,
+    is allowed by the UNMODIFIED shipped policy on those resources."""
+    policy = shipped_policy()
+    with iam_flow.admin_view() as admin:
+        reservations = admin("ec2").describe_instances()["Reservations"]
+    instance_tags = dict((i["InstanceId"], dict((t["Key"], t["Value"]) for t in i.get("Tags", [])))
+                         for r in reservations for i in r["Instances"])
+    worker_role = [row for row in ref.physical_resources(REGION)
+                   if row["type"] == "AWS::IAM::Role" and "ec2.amazonaws.com" in row["trusts"].values()]
+    view = AwsView(instance_tags, worker_role[0]["arns"][0])
+    from moto_server import classify
+    checked, denied = 0, set()
+    for line in iam_flow.server.recording.read_text().splitlines():
+        if not line.strip():
+            continue
+        entry = json.loads(line)
+        headers = {k.lower(): v for k, v in entry.get("headers", {}).items()}
+        if f"Credential={iam_flow.flow.access_key}/" not in headers.get("authorization", ""):
+            continue
+        service, action = classify(entry)
+        for iam_action, arn, context in view.checks(entry, service, action):
+            checked += 1
+            if not ref.allows(policy, iam_action, arn, context):
+                denied.add(f"{iam_action} on {arn} with {sorted(context)}")
+    assert checked > 50, checked
+    assert not denied, "AWS would deny:\n" + "\n".join(sorted(denied))
