@@ -49,7 +49,11 @@ def managed_tags(tags=None, *more):
     merged = _tag_dict(tags, "managed_tags")
     for extra in more:
         merged.update(_tag_dict(extra, "managed_tags"))
-    return aws.managed_tags(merged)
+    merged = aws.managed_tags(merged)
+    error = aws.validate_tags(merged)  # the same check as the modules', before any AWS call
+    if error:
+        raise AnsibleFilterError("managed_tags: %s" % error)
+    return merged
 
 
 def managed_tag_filters(tags=None, *more):

@@ -13,6 +13,7 @@ __metaclass__ = type
 
 import os
 import re
+import unicodedata
 
 try:
     import boto3
@@ -345,14 +346,44 @@ def managed_tags(extra=None):
     return tags
 
 
-def validate_tags(tags):
-    """Error message for tags AWS would reject, else None."""
-    for key, value in (tags or {}).items():
-        key = str(key)
+# What IAM and EC2 (and so every resource the stacks' tags reach) accept in tag keys and values:
+# Unicode letters, digits and separators (spaces) and _ . : / = + - @ ; and at most 50 tags a
+# resource (the "aws:" tags CloudFormation adds do not count).
+TAG_LIMIT = 50
+_TAG_PUNCTUATION = frozenset("_.:/=+-@")
+
+
+def _bad_tag_character(text):
+    """The first character IAM/EC2 refuse in a tag key or value, else None."""
+    for char in text:
+        if char in _TAG_PUNCTUATION or char.isalnum() or unicodedata.category(char)[0] in ("L", "N", "Z"):
+            continue
+        return char
+    return None
+
+
+def validate_tags(tags, added=None):
+    """Error message for tags AWS would reject, else None (before any call).
+
+    added: the tags the collection adds to the same resources (they count towards the limit)."""
+    tags = tags or {}
+    for key, value in tags.items():
+        key, value = str(key), str(value)
         if not key or len(key) > 128 or key.lower().startswith("aws:"):
             return "invalid tag key %r: 1..128 characters, not starting with 'aws:'" % key
-        if len(str(value)) > 256:
+        if len(value) > 256:
             return "tag %r: value longer than 256 characters" % key
+        for what, text in (("key", key), ("value", value)):
+            bad = _bad_tag_character(text)
+            if bad is not None:
+                return ("tag %r: the %s contains %r; AWS accepts only letters, digits, spaces and "
+                        "_ . : / = + - @ in tags (IAM refuses the rest, and the stacks' tags reach IAM roles)"
+                        % (key, what, bad))
+    total = len(set(str(k) for k in tags) | set(added or ()))
+    if total > TAG_LIMIT:
+        return ("%d tags: AWS allows at most %d per resource, and htcondor.annex adds %d of its own (%s); "
+                "give at most %d" % (total, TAG_LIMIT, len(added or ()), ", ".join(sorted(added or ())),
+                                      TAG_LIMIT - len(set(added or ()) - set(str(k) for k in tags))))
     return None
 
 

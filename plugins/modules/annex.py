@@ -390,7 +390,8 @@ def validate(params):
     for owner in params["owners"] or []:
         if not proto.OWNER_RE.fullmatch(owner):
             raise InputError("owner %r is not a user name HTCondor can match" % owner)
-    error = validate_tags(params["tags"])
+    # the workers, their volumes and the lease rule also get Name, managed-by and the annex name
+    error = validate_tags(params["tags"], added=("Name", MANAGED_BY_KEY, proto.ANNEX_NAME_TAG))
     if error:
         raise InputError(error)
     reserved = [k for k in params["tags"] if k in (proto.ANNEX_NAME_TAG, MANAGED_BY_KEY)]

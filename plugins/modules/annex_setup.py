@@ -202,7 +202,7 @@ def validate(params):
         return "wait_timeout must be a positive number of seconds"
     if params["max_attempts"] < 1:
         return "max_attempts must be at least 1"
-    return validate_tags(params["tags"])
+    return validate_tags(params["tags"], added=(MANAGED_BY_KEY,))
 
 
 def normalise(value):

@@ -46,6 +46,15 @@ def test_managed_tags_refuse_a_non_dict():
         filters.managed_tags(["Name"])
 
 
+def test_managed_tags_refuse_what_aws_refuses():
+    """The roles tag the master, its group and the worker images through this filter: the
+    modules' tag check applies, before any AWS call (issue 15 item 7)."""
+    with pytest.raises(AnsibleFilterError, match="contains '&'"):
+        filters.managed_tags({"lab": "R&D"})
+    with pytest.raises(AnsibleFilterError, match="51 tags"):
+        filters.managed_tags(dict(("k%d" % i, "v") for i in range(50)))
+
+
 def test_managed_tag_filters():
     assert filters.managed_tag_filters({"htcondor-annex:role": "master"}) == {
         "tag:htcondor-annex:role": "master", "tag:%s" % aws.MANAGED_BY_KEY: aws.MANAGED_BY_VALUE}

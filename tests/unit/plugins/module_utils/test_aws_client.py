@@ -90,6 +90,18 @@ def test_snake_case_and_tags():
     assert "aws:" in aws.validate_tags({"aws:x": "y"})
 
 
+def test_tags_in_the_character_set_and_limit_of_iam_and_ec2():
+    ok = {"Project": "Zürich lab 2", "cost-center": "a_b.c:d/e=f+g-h@i", "empty": ""}
+    assert aws.validate_tags(ok, added=(aws.MANAGED_BY_KEY,)) is None
+    for bad in ({"a#b": "x"}, {"a": "x&y"}, {"a": "x;y"}, {"a": "x\ny"}, {"a": "<x>"}):
+        assert "AWS accepts only letters, digits, spaces" in aws.validate_tags(bad), bad
+    fifty = dict(("k%d" % i, "v") for i in range(50))
+    assert aws.validate_tags(fifty) is None
+    assert "51 tags" in aws.validate_tags(fifty, added=(aws.MANAGED_BY_KEY,))
+    # a tag the collection also sets (the user's own Name) is one tag, not two
+    assert aws.validate_tags(dict(("k%d" % i, "v") for i in range(49)), added=("k0", aws.MANAGED_BY_KEY)) is None
+
+
 def _raw_response_error(service, operation, status, body, **params):
     """Call OPERATION through aws.call with botocore's real response parser fed a raw HTTP
     answer (no network): what a server such as moto sends when it denies a request in a

@@ -361,6 +361,11 @@ BAD = [
     ("instance_type_trailing_newline", dict(instance_type="t3.micro\n"), "is not an EC2 instance type"),
     ("unknown_region", dict(region="mars-north-1"), "unknown region"),
     ("missing_ami", dict(ami_id=None), "count needs ami_id"),
+    # issue 15 item 7: what IAM/EC2 refuse, before any call; the module's 3 tags count
+    ("tag_key_hash", dict(tags={"team#1": "x"}), "the key contains '#'"),
+    ("tag_value_ampersand", dict(tags={"lab": "R&D"}), "the value contains '&'"),
+    ("tags_over_50_with_ours", dict(tags=dict(("k%d" % i, "v") for i in range(48))),
+     "51 tags: AWS allows at most 50 per resource"),
 ]
 
 

@@ -181,6 +181,10 @@ def test_absent_refuses_while_an_annex_spot_fleet_is_active(moto):
     ("group_trailing_newline", dict(worker_ingress_security_group_ids=["sg-0123456789abcdef0\n"]),
      "is not a security group id"),
     ("vpc_trailing_newline", dict(vpc_id="vpc-0123456789abcdef0\n"), "is not a VPC id"),
+    # issue 15 item 7: the stacks' tags reach IAM roles, which refuse '&'; managed-by counts
+    ("tag_value_ampersand", dict(tags={"lab": "R&D"}), "the value contains '&'"),
+    ("tags_over_50_with_ours", dict(tags=dict(("k%d" % i, "v") for i in range(50))),
+     "51 tags: AWS allows at most 50 per resource"),
 ])
 def test_bad_id_rejected(moto, case, args, message):
     before = inventory()
