@@ -8,6 +8,7 @@
 - managed_tags / managed_tag_filters: the tag that marks a resource as this project's
   (aws.MANAGED_BY_KEY = aws.MANAGED_BY_VALUE, what the modules tag with and teardown looks for).
 - worker_image_tags: the tags of a worker image (worker_image.py reads them to pick the AMI).
+- aws_partition: the partition of a region (aws.partition_of), for ARNs written outside templates.
 
 The documentation of each filter is in the YAML file of the same name next to this one.
 """
@@ -77,6 +78,13 @@ def worker_image_tags(tags=None, name=None, version=None, os=None, source=None, 
     })
 
 
+def aws_partition(region):
+    """'cn-north-1' -> 'aws-cn' (botocore's endpoints data)."""
+    if not region:
+        raise AnsibleFilterError("aws_partition: a region must be given")
+    return aws.partition_of(str(region))
+
+
 class FilterModule(object):
     def filters(self):
         return {
@@ -84,4 +92,5 @@ class FilterModule(object):
             "managed_tags": managed_tags,
             "managed_tag_filters": managed_tag_filters,
             "worker_image_tags": worker_image_tags,
+            "aws_partition": aws_partition,
         }

@@ -102,6 +102,15 @@ def known_regions():
     return regions
 
 
+def partition_of(region):
+    """The AWS partition of a region (aws, aws-cn, aws-us-gov, ...) from botocore's endpoints data:
+    the ARNs of resources there begin with arn:<partition>:."""
+    for partition in data_loader().load_data("endpoints").get("partitions", []):
+        if region in partition.get("regions", {}) or re.match(partition.get("regionRegex") or r"$^", region or ""):
+            return partition["partition"]
+    return "aws"
+
+
 def resolve_region(region):
     """Option, else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1."""
     return region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION

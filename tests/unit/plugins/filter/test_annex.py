@@ -55,6 +55,14 @@ def test_managed_tags_refuse_what_aws_refuses():
         filters.managed_tags(dict(("k%d" % i, "v") for i in range(50)))
 
 
+@pytest.mark.parametrize("region, partition", [
+    ("us-east-1", "aws"), ("eu-west-1", "aws"), ("cn-north-1", "aws-cn"), ("cn-northwest-1", "aws-cn"),
+    ("us-gov-west-1", "aws-us-gov"),
+])
+def test_aws_partition_of_a_region(region, partition):
+    assert filters.aws_partition(region) == partition
+
+
 def test_managed_tag_filters():
     assert filters.managed_tag_filters({"htcondor-annex:role": "master"}) == {
         "tag:htcondor-annex:role": "master", "tag:%s" % aws.MANAGED_BY_KEY: aws.MANAGED_BY_VALUE}

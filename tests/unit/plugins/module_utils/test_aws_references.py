@@ -230,3 +230,13 @@ def test_moto_allows_what_aws_denies():
     assert resource == "*"
     assert not ref.allows(before, "events:ListRuleNamesByTarget", resource)
     assert ref.allows(ref.shipped_policy(), "events:ListRuleNamesByTarget", resource)
+
+
+@pytest.mark.parametrize("partition", ["aws-cn", "aws-us-gov"])
+def test_user_policy_written_for_another_partition(partition):
+    """The aws_iam role writes the policy's ARNs with the region's partition (issue 15 item 8)."""
+    task = (ref.REPO / "roles" / "aws_iam" / "tasks" / "main.yml").read_text()
+    assert """replace('"arn:aws:', '"arn:' ~ htcondor_aws_iam_partition ~ ':')""" in task
+    text = ref.POLICY_PATH.read_text().replace('"arn:aws:', '"arn:%s:' % partition)
+    assert "arn:aws:" not in text
+    assert ref.lint_policy(json.loads(text)) == []
