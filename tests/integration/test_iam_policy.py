@@ -105,6 +105,12 @@ def stack_side_actions():
     return actions
 
 
+def worker_role_arn():
+    """The workers' role as the template names it (real CloudFormation gives it this name too)."""
+    return [row["arns"][0] for row in ref.physical_resources(REGION)
+            if row["type"] == "AWS::IAM::Role" and "ec2.amazonaws.com" in row["trusts"].values()][0]
+
+
 class Moto:
     """Switches moto's IAM enforcement on and off (off = the test's own admin view)."""
 
@@ -160,18 +166,21 @@ class IamFlow:
         finally:
             self.moto.auth(True)
 
-    def user_requests(self):
-        """(service, IAM action) of every request the annex user's key signed."""
+    def user_entries(self):
+        """(recorded request, service, request name) of every request the annex user's key signed."""
         from moto_server import classify
-        found = set()
         for line in self.server.recording.read_text().splitlines():
             if not line.strip():
                 continue
             entry = json.loads(line)
             headers = {k.lower(): v for k, v in entry.get("headers", {}).items()}
-            if f"Credential={self.flow.access_key}/" not in headers.get("authorization", ""):
-                continue
-            service, action = classify(entry)
+            if f"Credential={self.flow.access_key}/" in headers.get("authorization", ""):
+                yield (entry,) + classify(entry)
+
+    def user_requests(self):
+        """(service, IAM action) of every request the annex user's key signed."""
+        found = set()
+        for _entry, service, action in self.user_entries():
             found.update(REQUEST_TO_ACTION.get((service, action), {f"{service}:{action}"}))
         return found
 
@@ -310,9 +319,6 @@ def test_resource_scoping_of_the_unmodified_policy(iam_flow):
     with iam_flow.admin_view() as admin:
         stack_ids = {s["StackName"]: s["StackId"] for s in admin("cloudformation").list_stacks()["StackSummaries"]}
     assert set(STACKS) <= set(stack_ids)
-    # the worker role as the template names it (real CloudFormation would give it this name too)
-    worker_role_arn = [row["arns"][0] for row in ref.physical_resources(REGION)
-                       if row["type"] == "AWS::IAM::Role" and "ec2.amazonaws.com" in row["trusts"].values()][0]
     profile = [row["arns"][0] for row in ref.physical_resources(REGION) if row["type"] == "AWS::IAM::InstanceProfile"]
     assert profile == [setup["instance_profile_arn"]]  # the setup made what the templates name
     ours = [
@@ -322,7 +328,7 @@ def test_resource_scoping_of_the_unmodified_policy(iam_flow):
         ("s3:PutObject", f"arn:aws:s3:::{bucket}/config-MyFirstAnnex.tar.gz"),
         ("s3:DeleteObject", f"arn:aws:s3:::{bucket}/config-MyFirstAnnex.tar.gz"),
         ("iam:GetInstanceProfile", setup["instance_profile_arn"]),
-        ("iam:PassRole", worker_role_arn),
+        ("iam:PassRole", worker_role_arn()),
         ("lambda:CreateFunction", setup["odi_lease_function_arn"]),
         ("lambda:AddPermission", setup["sfr_lease_function_arn"]),
         ("events:PutRule", f"arn:aws:events:{REGION}:{account}:rule/MyFirstAnnex"),
@@ -505,19 +511,9 @@ def test_every_call_is_allowed_on_the_resources_aws_checks(iam_flow):
         reservations = admin("ec2").describe_instances()["Reservations"]
     instance_tags = dict((i["InstanceId"], dict((t["Key"], t["Value"]) for t in i.get("Tags", [])))
                          for r in reservations for i in r["Instances"])
-    worker_role = [row for row in ref.physical_resources(REGION)
-                   if row["type"] == "AWS::IAM::Role" and "ec2.amazonaws.com" in row["trusts"].values()]
-    view = AwsView(instance_tags, worker_role[0]["arns"][0])
-    from moto_server import classify
+    view = AwsView(instance_tags, worker_role_arn())
     checked, denied = 0, set()
-    for line in iam_flow.server.recording.read_text().splitlines():
-        if not line.strip():
-            continue
-        entry = json.loads(line)
-        headers = {k.lower(): v for k, v in entry.get("headers", {}).items()}
-        if f"Credential={iam_flow.flow.access_key}/" not in headers.get("authorization", ""):
-            continue
-        service, action = classify(entry)
+    for entry, service, action in iam_flow.user_entries():
         for iam_action, arn, context in view.checks(entry, service, action):
             checked += 1
             if not ref.allows(policy, iam_action, arn, context):
