@@ -388,11 +388,13 @@ def validate_tags(tags, added=None):
                 return ("tag %r: the %s contains %r; AWS accepts only letters, digits, spaces and "
                         "_ . : / = + - @ in tags (IAM refuses the rest, and the stacks' tags reach IAM roles)"
                         % (key, what, bad))
-    total = len(set(str(k) for k in tags) | set(added or ()))
+    given = set(str(k) for k in tags)
+    added = set(added or ())
+    total = len(given | added)
     if total > TAG_LIMIT:
         return ("%d tags: AWS allows at most %d per resource, and htcondor.annex adds %d of its own (%s); "
-                "give at most %d" % (total, TAG_LIMIT, len(added or ()), ", ".join(sorted(added or ())),
-                                      TAG_LIMIT - len(set(added or ()) - set(str(k) for k in tags))))
+                "give at most %d" % (total, TAG_LIMIT, len(added), ", ".join(sorted(added)),
+                                     TAG_LIMIT - len(added - given)))
     return None
 
 

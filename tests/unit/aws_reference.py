@@ -127,7 +127,7 @@ def iam_reference():
 
 def action_info(action):
     """The reference's entry for "service:Action" (case-insensitive), or None if unknown."""
-    prefix, _, name = action.partition(":")
+    prefix, name = action.split(":", 1) if ":" in action else (action, "")
     service = iam_reference().get(prefix.lower())
     if not service:
         return None
@@ -143,8 +143,9 @@ def arn_formats(action):
     for key in (info or {}).get("resource_types", {}):
         if not key:
             continue
-        service, _, kind = key.partition(":") if ":" in key else (prefix, "", key)
-        resource = iam_reference()[service if ":" in key else prefix]["resources"].get(kind)
+        # "service:type" names another service's resource type
+        service, kind = key.split(":", 1) if ":" in key else (prefix, key)
+        resource = iam_reference()[service]["resources"].get(kind)
         if resource:
             formats[key] = resource["arn"]
     return formats
