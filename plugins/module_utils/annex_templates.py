@@ -198,9 +198,15 @@ def security_group_template(ingress_cidrs=None, ingress_group_ids=None):
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "htcondor.annex %s: security group for annex workers" % TEMPLATE_VERSION,
-        "Parameters": {"VpcId": {"Type": "String"}},
+        # The workers' network is recorded here (parameters, read back as outputs with the others):
+        # the group's VPC and the subnets of that VPC that annexes launch into (comma-separated;
+        # annex_setup checks them, and a String comes back from DescribeStacks as it was sent).
+        "Parameters": {"VpcId": {"Type": "AWS::EC2::VPC::Id"},
+                       "SubnetIds": {"Type": "String", "AllowedPattern": "subnet-[0-9a-f]+(,subnet-[0-9a-f]+)*"}},
         "Resources": resources,
-        "Outputs": {"SecurityGroupId": {"Value": {"Fn::GetAtt": ["WorkerSecurityGroup", "GroupId"]}}},
+        "Outputs": {"SecurityGroupId": {"Value": {"Fn::GetAtt": ["WorkerSecurityGroup", "GroupId"]}},
+                    "VpcId": {"Value": {"Ref": "VpcId"}},
+                    "SubnetIds": {"Value": {"Ref": "SubnetIds"}}},
     }
 
 
