@@ -169,3 +169,41 @@ def subnets_without_s3_route(ec2, vpc_id, subnets):
         if not (internet or s3 or (table or {}).get("RouteTableId") in s3_tables):
             blind.append(subnet["SubnetId"])
     return blind
+
+
+# ---------- the master's own network (instance metadata), to point same-VPC workers at its private address ----------
+METADATA_URL = "http://169.254.169.254/latest/"
+METADATA_TIMEOUT = 1  # seconds per request; off EC2 the address does not answer
+
+
+def _metadata(path, token, timeout):
+    from ansible.module_utils.urls import open_url  # pylint: disable=import-outside-toplevel
+    return open_url(METADATA_URL + "meta-data/" + path, headers={"X-aws-ec2-metadata-token": token},
+                    timeout=timeout).read().decode("ascii").strip()
+
+
+def master_network(timeout=METADATA_TIMEOUT):
+    """(vpc_id, private IPv4) of this host when it is an EC2 instance, else None. IMDSv2, each
+    request bounded by `timeout`; AWS_EC2_METADATA_DISABLED=true (as boto3 honours it) skips it."""
+    import os  # pylint: disable=import-outside-toplevel
+    if os.environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true":
+        return None
+    from ansible.module_utils.urls import open_url  # pylint: disable=import-outside-toplevel
+    try:
+        token = open_url(METADATA_URL + "api/token", method="PUT", timeout=timeout,
+                         headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}).read().decode("ascii")
+        mac = _metadata("mac", token, timeout)
+        return (_metadata("network/interfaces/macs/%s/vpc-id" % mac, token, timeout),
+                _metadata("local-ipv4", token, timeout))
+    except Exception:  # pylint: disable=broad-except
+        # Not on EC2 (no answer, refused, not found): workers use the collector as configured.
+        return None
+
+
+def collector_in_vpc(collector, vpc_id, master):
+    """The collector address for workers in vpc_id: the master's private address (port kept)
+    when the master (vpc, ip from master_network()) is in that VPC, else `collector` unchanged."""
+    if not master or not vpc_id or master[0] != vpc_id or not master[1]:
+        return collector
+    port = collector.rsplit(":", 1)[1] if ":" in collector and not collector.endswith("]") else None
+    return "%s:%s" % (master[1], port) if port else master[1]

@@ -586,7 +586,16 @@ class Annex:
     def setup(self):
         """The setup values (stacks' outputs, overridden by the setup option): read only when
         something is to be written, so a no-op re-run does not list the stacks."""
-        return load_setup(self.conn.client("cloudformation"), self.params["setup"])
+        values = load_setup(self.conn.client("cloudformation"), self.params["setup"])
+        if self.host and not self.params["collector_host"]:
+            # COLLECTOR_HOST is often the master's public address (TCP_FORWARDING_HOST); workers
+            # in the master's own VPC reach it privately, without a public address or NAT.
+            private = network.collector_in_vpc(self.host["collector"], values.get("vpc_id"), network.master_network())
+            if private != self.host["collector"]:
+                self.notes.append("workers report to the master's private address %s (same VPC %s) instead of "
+                                  "COLLECTOR_HOST %s" % (private, values["vpc_id"], self.host["collector"]))
+                self.host["collector"] = private
+        return values
 
     def launch(self, events, setup, spot, to_launch, lease_end, old_rule, lease_changed):
         s3 = self.conn.client("s3")

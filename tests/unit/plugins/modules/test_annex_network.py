@@ -13,7 +13,7 @@ from botocore.session import Session
 from botocore.validate import ParamValidator
 
 from annex_helpers import REGION, aws_env, inventory, moto, run_module, setup_pool  # noqa: F401 pylint: disable=unused-import
-from test_annex_module import _inject_failure
+from test_annex_module import _inject_failure, tarball
 from ansible_collections.htcondor.annex.plugins.modules import annex, annex_setup
 from ansible_collections.htcondor.annex.plugins.module_utils import network
 
@@ -192,6 +192,21 @@ def test_subnet_override_outside_the_groups_vpc_is_refused(pool):
     result = run_module(annex, dict(pool["args"], subnet_ids=subnets[:1]))
     assert result["failed"] and "not in VPC %s" % pool["setup"]["vpc_id"] in result["msg"], result
     assert inventory() == before
+
+
+@pytest.mark.parametrize("master_vpc, expected", [("setup", "10.1.2.3:9618"), ("vpc-0000000000000000f", None)])
+def test_workers_in_the_masters_vpc_use_its_private_address(pool, monkeypatch, master_vpc, expected):
+    vpc = pool["setup"]["vpc_id"] if master_vpc == "setup" else master_vpc
+    monkeypatch.setattr(network, "master_network", lambda: (vpc, "10.1.2.3"))
+    args = dict(pool["args"])
+    collector = args.pop("collector_host")  # as COLLECTOR_HOST from condor_config_val on the master
+    monkeypatch.setattr(annex.CondorCLI, "config_val",
+                        lambda self, name: collector if name == "COLLECTOR_HOST" else None)
+    result = run_module(annex, args)
+    assert result["changed"] and not result.get("failed"), result
+    config = tarball(pool)["00ec2-dynamic.config"].decode()
+    assert "COLLECTOR_HOST = %s\n" % (expected or collector) in config
+    assert ("private address" in result["msg"]) == bool(expected)
 
 
 # ---------------------------------------------------------------- Spot Fleet
