@@ -22,6 +22,7 @@ OUTPUT_KEYS = {
     (STACK_BUCKET, "BucketName"): "bucket",
     (STACK_LAMBDA, "OnDemandLeaseFunctionARN"): "odi_lease_function_arn",
     (STACK_LAMBDA, "SpotFleetLeaseFunctionARN"): "sfr_lease_function_arn",
+    (STACK_LAMBDA, "ConnectivityFunctionARN"): "connectivity_function_arn",
     (STACK_PROFILE, "InstanceProfileARN"): "instance_profile_arn",
     (STACK_PROFILE, "InstanceConfigurationRole"): "instance_role_name",
     (STACK_SG, "SecurityGroupId"): "security_group_id",
