@@ -10,7 +10,10 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import copy
+import os
 import re
+
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.htcondor.annex.plugins.module_utils.aws import AnnexAWSError, call, paginate
 
@@ -177,7 +180,6 @@ METADATA_TIMEOUT = 1  # seconds per request; off EC2 the address does not answer
 
 
 def _metadata(path, token, timeout):
-    from ansible.module_utils.urls import open_url  # pylint: disable=import-outside-toplevel
     return open_url(METADATA_URL + "meta-data/" + path, headers={"X-aws-ec2-metadata-token": token},
                     timeout=timeout).read().decode("ascii").strip()
 
@@ -185,10 +187,8 @@ def _metadata(path, token, timeout):
 def master_network(timeout=METADATA_TIMEOUT):
     """(vpc_id, private IPv4) of this host when it is an EC2 instance, else None. IMDSv2, each
     request bounded by `timeout`; AWS_EC2_METADATA_DISABLED=true (as boto3 honours it) skips it."""
-    import os  # pylint: disable=import-outside-toplevel
     if os.environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true":
         return None
-    from ansible.module_utils.urls import open_url  # pylint: disable=import-outside-toplevel
     try:
         token = open_url(METADATA_URL + "api/token", method="PUT", timeout=timeout,
                          headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}).read().decode("ascii")

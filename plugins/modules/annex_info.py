@@ -138,6 +138,7 @@ region:
   type: str
 '''
 
+import functools
 import json
 import os
 import re
@@ -211,9 +212,10 @@ def gather(conn, name, setup_values):
     return annexes
 
 
-def condor_annex_problems(conn, stacks, values, text, path):
+def condor_annex_problems(module, conn, stacks, values, text, path):
     """What condor_annex needs (proto.CONDOR_ANNEX_*) and does not find: stack outputs, functions,
-    user_config keys (or keys that differ from the setup)."""
+    user_config keys (or keys that differ from the setup). A function that cannot be looked up
+    (no lambda:GetFunction, or an emulator that refuses it) is a warning, not a problem."""
     problems = []
     origin = dict((key, stack_output) for stack_output, key in OUTPUT_KEYS.items())
     for _config_key, key in proto.CONDOR_ANNEX_USER_CONFIG:
@@ -222,8 +224,17 @@ def condor_annex_problems(conn, stacks, values, text, path):
                             "again" % origin[key])
     lambda_client = conn.client("lambda")
     for key in proto.CONDOR_ANNEX_FUNCTIONS:
-        if values.get(key) and describe_or_none(lambda: call(lambda_client, "GetFunction", FunctionName=values[key]),
-                                                "ResourceNotFoundException") is None:
+        # By name, as condor_annex's default (the ARN's region and account are this connection's).
+        name = (values.get(key) or "").split(":function:", 1)[-1]
+        if not name:
+            continue
+        try:
+            found = describe_or_none(functools.partial(call, lambda_client, "GetFunction", FunctionName=name),
+                                     "ResourceNotFoundException")
+        except AnnexAWSError as exc:
+            module.warn("could not check that function %s exists: %s" % (name, exc.message))
+            continue
+        if found is None:
             problems.append("function %s does not exist (condor_annex invokes it)" % values[key])
     block = parse_user_config_block(text, conn.region)
     if not block:
@@ -259,7 +270,7 @@ def check_setup(module, conn, stacks, condor):
     values = outputs_of(stacks)
     path = module.params["user_config_path"] or default_user_config_path()
     text = read_text(path)
-    problems.extend(condor_annex_problems(conn, stacks, values, text, path))
+    problems.extend(condor_annex_problems(module, conn, stacks, values, text, path))
     block = parse_user_config_block(text, conn.region)
     secret = module.params["secret_key_file"] or block.get("ANNEX_DEFAULT_SECRET_KEY_FILE")
     if secret and not file_is_owner_only(secret):
