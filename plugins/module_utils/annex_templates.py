@@ -217,11 +217,13 @@ def security_group_template(ingress_cidrs=None, ingress_group_ids=None):
         # the group's VPC and the subnets of that VPC that annexes launch into (comma-separated;
         # annex_setup checks them, and a String comes back from DescribeStacks as it was sent).
         "Parameters": {"VpcId": {"Type": "AWS::EC2::VPC::Id"},
-                       "SubnetIds": {"Type": "String", "AllowedPattern": "subnet-[0-9a-f]+(,subnet-[0-9a-f]+)*"}},
+                       "SubnetIds": {"Type": "String", "AllowedPattern": "subnet-[0-9a-f]+(,subnet-[0-9a-f]+)*"},
+                       "SubnetZones": {"Type": "String", "AllowedPattern": "[a-z0-9-]+(,[a-z0-9-]+)*"}},
         "Resources": resources,
         "Outputs": {"SecurityGroupId": {"Value": {"Fn::GetAtt": ["WorkerSecurityGroup", "GroupId"]}},
                     "VpcId": {"Value": {"Ref": "VpcId"}},
-                    "SubnetIds": {"Value": {"Ref": "SubnetIds"}}},
+                    "SubnetIds": {"Value": {"Ref": "SubnetIds"}},
+                    "SubnetZones": {"Value": {"Ref": "SubnetZones"}}},
     }
 
 

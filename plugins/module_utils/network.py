@@ -49,7 +49,7 @@ def default_vpc_id(ec2):
 
 
 def resolve_network(ec2, vpc_id=None, subnet_ids=None):
-    """(vpc_id, sorted subnet ids) the workers go to: the given subnets (all of one VPC, vpc_id's
+    """(vpc_id, DescribeSubnets entries sorted by id) the workers go to: the given subnets (all of one VPC, vpc_id's
     if given), else every subnet of vpc_id, else of the default VPC. Read-only; raises
     AnnexAWSError with what to give when that cannot be decided."""
     subnets = []
@@ -73,7 +73,17 @@ def resolve_network(ec2, vpc_id=None, subnet_ids=None):
         if not subnets:
             raise AnnexAWSError("VPC %s has no subnet to launch workers into: create one, or give another vpc_id"
                                 % vpc_id)
-    return vpc_id, sorted(s["SubnetId"] for s in subnets)
+    return vpc_id, sorted(subnets, key=lambda s: s["SubnetId"])
+
+
+def recorded_subnets(setup):
+    """The setup's subnets as [{SubnetId, AvailabilityZone}] (outputs SubnetIds and SubnetZones, in
+    the same order: a subnet never changes zone, so a launch needs no DescribeSubnets)."""
+    ids = [s for s in (setup.get("subnet_ids") or "").split(",") if s]
+    zones = [z for z in (setup.get("subnet_zones") or "").split(",") if z]
+    if len(zones) != len(ids):
+        zones = [None] * len(ids)
+    return [dict(SubnetId=i, AvailabilityZone=z) for i, z in zip(ids, zones)]
 
 
 def split_over_zones(subnets, count, offset=0):

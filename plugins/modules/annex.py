@@ -671,15 +671,16 @@ class Annex:
         return [{"ResourceType": kind, "Tags": tag_list(tags)} for kind in resource_types]
 
     def subnets(self, setup):
-        """DescribeSubnets entries of the subnets to launch into (the subnet_ids option, else the
-        setup's); [] for a setup made before subnets were recorded (AWS then picks the default
-        VPC's). Refuses subnets outside the security group's VPC, which EC2 would refuse too."""
-        ids = self.params["subnet_ids"] or [s for s in (setup.get("subnet_ids") or "").split(",") if s]
-        if not ids:
-            self.notes.append("the setup records no subnets (made by an older htcondor.annex): AWS picks the "
-                              "default VPC's; run htcondor.annex.annex_setup again to record them")
-            return []
-        subnets = network.describe_subnets(self.ec2, ids)
+        """[{SubnetId, AvailabilityZone}] to launch into: the setup's (no call), or the subnet_ids
+        option's (DescribeSubnets; refused outside the security group's VPC, as EC2 would); [] for
+        a setup made before subnets were recorded (AWS then picks the default VPC's)."""
+        if not self.params["subnet_ids"]:
+            subnets = network.recorded_subnets(setup)
+            if not subnets:
+                self.notes.append("the setup records no subnets (made by an older htcondor.annex): AWS picks the "
+                                  "default VPC's; run htcondor.annex.annex_setup again to record them")
+            return subnets
+        subnets = network.describe_subnets(self.ec2, self.params["subnet_ids"])
         wrong = ["%s (in %s)" % (s["SubnetId"], s["VpcId"]) for s in subnets
                  if setup.get("vpc_id") and s["VpcId"] != setup["vpc_id"]]
         if wrong:

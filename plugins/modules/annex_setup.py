@@ -359,7 +359,8 @@ class Setup:
     # ---------- present / absent ----------
     def present(self):
         # The network first: a VPC that cannot be decided fails before anything is created.
-        vpc_id, subnet_ids = network.resolve_network(self.ec2, self.params["vpc_id"], self.params["subnet_ids"])
+        vpc_id, subnets = network.resolve_network(self.ec2, self.params["vpc_id"], self.params["subnet_ids"])
+        subnet_ids = ",".join(s["SubnetId"] for s in subnets)
         bucket_stack = self.ensure_stack(STACK_BUCKET, templates.bucket_template(), {})
         setup = outputs_of({STACK_BUCKET: bucket_stack}) if bucket_stack else {}
         bucket = setup.get("bucket") or "(new bucket)"
@@ -371,10 +372,11 @@ class Setup:
         stacks[STACK_SG] = self.ensure_stack(
             STACK_SG, templates.security_group_template(self.params["worker_ingress_cidrs"],
                                                         self.params["worker_ingress_security_group_ids"]),
-            {"VpcId": vpc_id, "SubnetIds": ",".join(subnet_ids)})
+            {"VpcId": vpc_id, "SubnetIds": subnet_ids,
+             "SubnetZones": ",".join(s["AvailabilityZone"] for s in subnets)})
         setup = outputs_of(dict((k, v) for k, v in stacks.items() if v))
         setup.setdefault("vpc_id", vpc_id)  # check mode: what the new stack will record
-        setup.setdefault("subnet_ids", ",".join(subnet_ids))
+        setup.setdefault("subnet_ids", subnet_ids)
         key_name = self.ensure_key_pair()
         values = user_config_values(self.conn.region, setup, key_name,
                                     self.params["access_key_file"], self.params["secret_key_file"])
