@@ -23,7 +23,12 @@ description:
     only from O(worker_ingress_cidrs), O(worker_ingress_security_group_ids) and each other.
   - Writes the region-prefixed C(ANNEX_DEFAULT_*) settings into a marked block of the user's
     C(~/.condor/user_config) so that the C(condor_annex) tool (HTCondor 23.x, 24.0) works against the
-    same setup.
+    same setup; C(ANNEX_DEFAULT_AWS_REGION) unprefixed (C(condor_annex) reads it before any prefix
+    applies), unless the file already sets it (the first region set up stays the default, as upstream).
+  - The Lambda stack also holds C(HTCondorAnnex-CheckConnectivity), which C(condor_annex) invokes before
+    every launch (C(ANNEX_DEFAULT_CONNECTIVITY_FUNCTION_ARN)) to ask the collector for its instance id.
+  - Decides, before creating anything, the VPC and subnets workers are launched into (O(vpc_id),
+    O(subnet_ids)) and records them (and the subnets' zones) with the security group stack.
   - O(state=absent) removes every lease rule targeting the lease functions, empties the bucket (all
     objects and versions), deletes the four stacks and the key pair (only if this collection created
     it) and removes the marked block. It refuses while annex instances are still running or a Spot Fleet
