@@ -154,7 +154,7 @@ options:
       - On-demand workers are spread evenly over the subnets' availability zones, one C(RunInstances) per
         subnet (each with its own client token C(<name>_<uuid>)); a zone without capacity for the instance
         type passes its share on to the next subnet.
-      - Spot Fleet: every launch specification of O(spot_fleet_config) that names no subnet itself is
+      - With Spot Fleet, every launch specification of O(spot_fleet_config) that names no subnet itself is
         repeated once per subnet, so AWS can pick the zone.
     type: list
     elements: str

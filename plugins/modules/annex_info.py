@@ -35,7 +35,7 @@ options:
         outputs, the user config block, that the secret key file is owner-only and that the pool password
         file is readable.
       - Fails the check (C(ok=false)) when anything the C(condor_annex) tool (HTCondor 23.x, 24.0) needs is
-        missing: a stack output, one of the functions it calls (both lease functions and
+        missing, that is a stack output, one of the functions it calls (both lease functions and
         C(HTCondorAnnex-CheckConnectivity)), or a user config key (C(ANNEX_DEFAULT_AWS_REGION) unprefixed;
         C(S3_BUCKET), C(ODI_SECURITY_GROUP_IDS), C(ODI_LEASE_FUNCTION_ARN), C(SFR_LEASE_FUNCTION_ARN),
         C(ODI_INSTANCE_PROFILE_ARN) and C(CONNECTIVITY_FUNCTION_ARN) region-prefixed, equal to the setup's).
