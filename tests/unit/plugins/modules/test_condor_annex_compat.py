@@ -97,3 +97,18 @@ def test_check_setup_warns_about_subnets_without_a_way_to_s3(moto):
                             RouteTableIds=[table])
     fixed = check()
     assert fixed["setup"]["unreachable_subnets"] == [] and fixed["setup"]["ok"] is True, fixed["setup"]
+
+
+def test_a_function_that_cannot_be_looked_up_is_a_warning_not_a_problem(moto, monkeypatch):
+    run_module(annex_setup, {})
+    original = annex_info.call
+
+    def refuse_lambda(client, operation, **kwargs):
+        if operation == "GetFunction":
+            raise annex_info.AnnexAWSError("not authorized to perform lambda:GetFunction", code="AccessDenied")
+        return original(client, operation, **kwargs)
+
+    monkeypatch.setattr(annex_info, "call", refuse_lambda)
+    result = check()
+    assert result["setup"]["ok"] is True, result["setup"]["problems"]
+    assert sum("could not check that function" in w for w in result["warnings"]) == 3, result["warnings"]
