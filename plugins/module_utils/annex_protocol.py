@@ -69,7 +69,33 @@ ANNEX_DEFAULT_KEYS = (
     "ANNEX_DEFAULT_ODI_KEY_NAME",
     "ANNEX_DEFAULT_ACCESS_KEY_FILE",
     "ANNEX_DEFAULT_SECRET_KEY_FILE",
+    "ANNEX_DEFAULT_CONNECTIVITY_FUNCTION_ARN",
 )
+# condor_annex reads ANNEX_DEFAULT_AWS_REGION before it knows the region, i.e. before it applies
+# the region prefix (src/annex/annex.cpp); `condor_annex -setup` writes it unprefixed, and only when
+# no configuration defines it yet (src/annex/GenerateConfigFile.cpp): the first region set up is
+# the default. Every other key is region-prefixed, so several regions' setups coexist.
+UNPREFIXED_KEYS = ("ANNEX_DEFAULT_AWS_REGION",)
+
+# What condor_annex (HTCondor 23.x/24.0, src/annex/) cannot work without, and the setup value
+# (stack output, see cloudformation.OUTPUT_KEYS) each user_config key is written from:
+# - annex-setup.cpp check_setup() (`condor_annex -check-setup`) requires S3_BUCKET,
+#   ODI_SECURITY_GROUP_IDS, ODI_LEASE_FUNCTION_ARN, SFR_LEASE_FUNCTION_ARN, ODI_INSTANCE_PROFILE_ARN
+#   (and ACCESS_KEY_FILE/SECRET_KEY_FILE, written only when the setup used key files: the collection
+#   itself also takes the boto3 credential chain, which condor_annex cannot);
+# - annex.cpp reads AWS_REGION unprefixed, before anything else;
+# - annex-create.cpp invokes CONNECTIVITY_FUNCTION_ARN before every launch (CheckConnectivity.cpp)
+#   and GetFunction on the lease function (GetFunction.cpp): all three functions must exist.
+CONDOR_ANNEX_USER_CONFIG = (
+    ("ANNEX_DEFAULT_AWS_REGION", None),
+    ("ANNEX_DEFAULT_S3_BUCKET", "bucket"),
+    ("ANNEX_DEFAULT_ODI_SECURITY_GROUP_IDS", "security_group_id"),
+    ("ANNEX_DEFAULT_ODI_LEASE_FUNCTION_ARN", "odi_lease_function_arn"),
+    ("ANNEX_DEFAULT_SFR_LEASE_FUNCTION_ARN", "sfr_lease_function_arn"),
+    ("ANNEX_DEFAULT_ODI_INSTANCE_PROFILE_ARN", "instance_profile_arn"),
+    ("ANNEX_DEFAULT_CONNECTIVITY_FUNCTION_ARN", "connectivity_function_arn"),
+)
+CONDOR_ANNEX_FUNCTIONS = ("odi_lease_function_arn", "sfr_lease_function_arn", "connectivity_function_arn")
 
 
 def validate_annex_id(name):
@@ -118,7 +144,8 @@ def region_prefix(region):
 
 
 def user_config_lines(region, values):
-    """Region-prefixed ANNEX_DEFAULT_* lines, in a stable order, skipping empty values."""
+    """ANNEX_DEFAULT_* lines, region-prefixed but for UNPREFIXED_KEYS, in a stable order,
+    skipping empty values."""
     prefix = region_prefix(region)
     lines = []
     for key in ANNEX_DEFAULT_KEYS:
@@ -127,7 +154,7 @@ def user_config_lines(region, values):
             continue
         if isinstance(value, (list, tuple)):
             value = ",".join(value)
-        lines.append("%s.%s = %s" % (prefix, key, value))
+        lines.append("%s = %s" % (key, value) if key in UNPREFIXED_KEYS else "%s.%s = %s" % (prefix, key, value))
     return lines
 
 

@@ -12,7 +12,7 @@ __metaclass__ = type
 
 import json
 
-from ansible_collections.htcondor.annex.plugins.module_utils import lease_function
+from ansible_collections.htcondor.annex.plugins.module_utils import connectivity_function, lease_function
 from ansible_collections.htcondor.annex.plugins.module_utils.annex_protocol import (
     ANNEX_NAME_TAG,
 )
@@ -25,7 +25,10 @@ ZIPFILE_LIMIT = 4096
 WORKER_ROLE_NAME = "HTCondorAnnex-InstanceConfigurationRole"
 WORKER_PROFILE_NAME = "HTCondorAnnex-InstanceProfile"
 LEASE_ROLE_NAME = "HTCondorAnnex-LeaseFunctionRole"
+CONNECTIVITY_ROLE_NAME = "HTCondorAnnex-ConnectivityFunctionRole"
 IAM_NAME_LIMIT = 64  # characters of a role name (IAM quota); instance profiles allow 128
+# ANNEX_DEFAULT_CONNECTIVITY_FUNCTION_ARN's default in HTCondor (src/condor_utils/param_info.in).
+CONNECTIVITY_FUNCTION_NAME = "HTCondorAnnex-CheckConnectivity"
 
 
 def _sub(text):
@@ -57,11 +60,12 @@ def bucket_template():
     }
 
 
-def lambda_code():
-    code = lease_function.deployable_source()
+def lambda_code(source=lease_function):
+    """The deployable code of a function module (lease_function, connectivity_function)."""
+    code = source.deployable_source()
     if len(code) >= ZIPFILE_LIMIT:
-        raise ValueError("lease function code is %d characters; CloudFormation ZipFile allows < %d"
-                         % (len(code), ZIPFILE_LIMIT))
+        raise ValueError("%s code is %d characters; CloudFormation ZipFile allows < %d"
+                         % (source.__name__.rsplit(".", 1)[-1], len(code), ZIPFILE_LIMIT))
     return code
 
 
@@ -90,18 +94,26 @@ def _service_role(service_principal, policy_name, statements, role_name):
     }
 
 
-def _lease_function(role):
+def _lease_function(role, source=lease_function, timeout=300):
     return {
         "Type": "AWS::Lambda::Function",
         "Properties": {
             "Runtime": LAMBDA_RUNTIME,
             "Handler": "index.handler",
-            "Timeout": 300,
+            "Timeout": timeout,
             "MemorySize": 128,
             "Role": {"Fn::GetAtt": [role, "Arn"]},
-            "Code": {"ZipFile": lambda_code()},
+            "Code": {"ZipFile": lambda_code(source)},
         },
     }
+
+
+def _connectivity_function(role):
+    """The function condor_annex invokes before a launch (see connectivity_function.py), under the
+    name condor_annex looks for by default; it only opens a socket, so its role only writes logs."""
+    function = _lease_function(role, connectivity_function, timeout=60)
+    function["Properties"]["FunctionName"] = CONNECTIVITY_FUNCTION_NAME
+    return function
 
 
 def _events_permission(function):
@@ -117,10 +129,11 @@ def _events_permission(function):
 
 
 def lambda_template():
+    logs = {"Sid": "Logs", "Effect": "Allow",
+            "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": _sub("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:*")}
     statements = [
-        {"Sid": "Logs", "Effect": "Allow",
-         "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-         "Resource": _sub("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:*")},
+        logs,
         {"Sid": "Describe", "Effect": "Allow",
          "Action": ["ec2:DescribeInstances", "ec2:DescribeSpotFleetRequests"], "Resource": "*"},
         {"Sid": "TerminateAnnexInstances", "Effect": "Allow", "Action": ["ec2:TerminateInstances"],
@@ -146,10 +159,14 @@ def lambda_template():
             "SpotFleetLeaseFunction": _lease_function("LeaseFunctionRole"),
             "OnDemandLeasePermission": _events_permission("OnDemandLeaseFunction"),
             "SpotFleetLeasePermission": _events_permission("SpotFleetLeaseFunction"),
+            "ConnectivityFunctionRole": _service_role("lambda.amazonaws.com", "HTCondorAnnexConnectivity", [logs],
+                                                      CONNECTIVITY_ROLE_NAME),
+            "ConnectivityFunction": _connectivity_function("ConnectivityFunctionRole"),
         },
         "Outputs": {
             "OnDemandLeaseFunctionARN": {"Value": {"Fn::GetAtt": ["OnDemandLeaseFunction", "Arn"]}},
             "SpotFleetLeaseFunctionARN": {"Value": {"Fn::GetAtt": ["SpotFleetLeaseFunction", "Arn"]}},
+            "ConnectivityFunctionARN": {"Value": {"Fn::GetAtt": ["ConnectivityFunction", "Arn"]}},
         },
     }
 
@@ -218,9 +235,17 @@ def security_group_template(ingress_cidrs=None, ingress_group_ids=None):
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "htcondor.annex %s: security group for annex workers" % TEMPLATE_VERSION,
-        "Parameters": {"VpcId": {"Type": "String"}},
+        # The workers' network is recorded here (parameters, read back as outputs with the others):
+        # the group's VPC and the subnets of that VPC that annexes launch into (comma-separated;
+        # annex_setup checks them, and a String comes back from DescribeStacks as it was sent).
+        "Parameters": {"VpcId": {"Type": "AWS::EC2::VPC::Id"},
+                       "SubnetIds": {"Type": "String", "AllowedPattern": "subnet-[0-9a-f]+(,subnet-[0-9a-f]+)*"},
+                       "SubnetZones": {"Type": "String", "AllowedPattern": "[a-z0-9-]+(,[a-z0-9-]+)*"}},
         "Resources": resources,
-        "Outputs": {"SecurityGroupId": {"Value": {"Fn::GetAtt": ["WorkerSecurityGroup", "GroupId"]}}},
+        "Outputs": {"SecurityGroupId": {"Value": {"Fn::GetAtt": ["WorkerSecurityGroup", "GroupId"]}},
+                    "VpcId": {"Value": {"Ref": "VpcId"}},
+                    "SubnetIds": {"Value": {"Ref": "SubnetIds"}},
+                    "SubnetZones": {"Value": {"Ref": "SubnetZones"}}},
     }
 
 

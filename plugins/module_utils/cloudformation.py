@@ -22,9 +22,14 @@ OUTPUT_KEYS = {
     (STACK_BUCKET, "BucketName"): "bucket",
     (STACK_LAMBDA, "OnDemandLeaseFunctionARN"): "odi_lease_function_arn",
     (STACK_LAMBDA, "SpotFleetLeaseFunctionARN"): "sfr_lease_function_arn",
+    (STACK_LAMBDA, "ConnectivityFunctionARN"): "connectivity_function_arn",
     (STACK_PROFILE, "InstanceProfileARN"): "instance_profile_arn",
     (STACK_PROFILE, "InstanceConfigurationRole"): "instance_role_name",
     (STACK_SG, "SecurityGroupId"): "security_group_id",
+    # The workers' network, recorded by annex_setup (comma-separated subnet ids, and their zones).
+    (STACK_SG, "VpcId"): "vpc_id",
+    (STACK_SG, "SubnetIds"): "subnet_ids",
+    (STACK_SG, "SubnetZones"): "subnet_zones",
 }
 # What a launch cannot do without.
 NEEDED_KEYS = ("bucket", "odi_lease_function_arn", "sfr_lease_function_arn", "instance_profile_arn",

@@ -11,7 +11,7 @@ __metaclass__ = type
 import os
 import re
 
-from ansible_collections.htcondor.annex.plugins.module_utils.annex_protocol import user_config_lines
+from ansible_collections.htcondor.annex.plugins.module_utils.annex_protocol import UNPREFIXED_KEYS, user_config_lines
 
 BLOCK_BEGIN = "# BEGIN htcondor.annex setup (region %s) - managed by htcondor.annex.annex_setup"
 BLOCK_END = "# END htcondor.annex setup (region %s)"
@@ -47,6 +47,11 @@ def render_user_config(existing_text, region, values):
     lines = existing_text.splitlines(True) if existing_text else []
     lines = _strip_block(lines, region)
     if values is not None:
+        # An unprefixed key set elsewhere (another region's block, the user's own line) is left to
+        # it, as condor_annex -setup does: the first region set up stays the default.
+        defined = [key for key in UNPREFIXED_KEYS
+                   if any(re.match(r"\s*%s\s*=" % key, line) for line in lines)]
+        values = dict((k, v) for k, v in values.items() if k not in defined)
         if lines and not lines[-1].endswith("\n"):
             lines[-1] += "\n"
         lines.append(BLOCK_BEGIN % region + "\n")
@@ -66,6 +71,7 @@ def user_config_values(region, setup, key_name=None, access_key_file=None, secre
         "ANNEX_DEFAULT_ODI_KEY_NAME": key_name,
         "ANNEX_DEFAULT_ACCESS_KEY_FILE": access_key_file,
         "ANNEX_DEFAULT_SECRET_KEY_FILE": secret_key_file,
+        "ANNEX_DEFAULT_CONNECTIVITY_FUNCTION_ARN": setup.get("connectivity_function_arn"),
     }
 
 
@@ -79,7 +85,7 @@ def parse_user_config_block(text, region):
         elif line == BLOCK_END % region:
             inside = False
         elif inside:
-            match = re.fullmatch(r"[^.]+\.(ANNEX_DEFAULT_[A-Z0-9_]+)\s*=\s*(.*)", line)
+            match = re.fullmatch(r"(?:[^.\s]+\.)?(ANNEX_DEFAULT_[A-Z0-9_]+)\s*=\s*(.*)", line)
             if match:
                 values[match.group(1)] = match.group(2).strip()
     return values

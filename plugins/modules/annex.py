@@ -147,6 +147,17 @@ options:
       key_name:
         description: EC2 key pair for the workers.
         type: str
+  subnet_ids:
+    description:
+      - Subnets to launch the workers into, overriding the ones M(htcondor.annex.annex_setup) recorded
+        (by default every subnet of the setup's VPC). They must be in the VPC of the workers' security group.
+      - On-demand workers are spread evenly over the subnets' availability zones, one C(RunInstances) per
+        subnet (each with its own client token C(<name>_<uuid>)); a zone without capacity for the instance
+        type passes its share on to the next subnet.
+      - With Spot Fleet, every launch specification of O(spot_fleet_config) that names no subnet itself is
+        repeated once per subnet, so AWS can pick the zone.
+    type: list
+    elements: str
   user_config_path:
     description:
       - C(condor_annex) user config written by M(htcondor.annex.annex_setup); the key pair name is read from
@@ -218,7 +229,9 @@ lease_expiration:
   type: str
   sample: "2025-01-01T20:00:00Z"
 client_token:
-  description: Client token of this run's launch (C(<name>_<uuid>)), or null if nothing was launched.
+  description:
+    - Client token of this run's launch (C(<name>_<uuid>)), or null if nothing was launched. A launch spread
+      over several subnets makes one C(RunInstances) per subnet, each with its own token; this is the first.
   returned: always
   type: str
 spot_fleet_request_ids:
@@ -272,6 +285,7 @@ from ansible_collections.htcondor.annex.plugins.module_utils.annex_resources imp
 )
 from ansible_collections.htcondor.annex.plugins.module_utils.cloudformation import load_setup
 from ansible_collections.htcondor.annex.plugins.module_utils.files import read_text
+from ansible_collections.htcondor.annex.plugins.module_utils import network
 from ansible_collections.htcondor.annex.plugins.module_utils.user_config import (
     default_user_config_path, parse_user_config_block,
 )
@@ -308,6 +322,7 @@ def argument_spec():
         collector_host=dict(type="str"),
         condor_version=dict(type="str"),
         setup=dict(type="dict", options=dict((k, dict(type="str")) for k in SETUP_KEYS)),
+        subnet_ids=dict(type="list", elements="str"),
         user_config_path=dict(type="path"),
         condor_off=dict(type="bool", default=True),
     )
@@ -358,6 +373,9 @@ def validate(params):
         raise InputError("max_attempts must be at least 1")
     if params["state"] == "absent":
         return None
+    error = network.subnet_ids_error("subnet_ids", params["subnet_ids"])
+    if error:
+        raise InputError(error)
     count, slots = params["count"], params["slots"]
     if count is not None and slots is not None:
         raise InputError("give either count (on-demand instances) or slots (Spot Fleet), not both")
@@ -569,7 +587,16 @@ class Annex:
     def setup(self):
         """The setup values (stacks' outputs, overridden by the setup option): read only when
         something is to be written, so a no-op re-run does not list the stacks."""
-        return load_setup(self.conn.client("cloudformation"), self.params["setup"])
+        values = load_setup(self.conn.client("cloudformation"), self.params["setup"])
+        if self.host and not self.params["collector_host"]:
+            # COLLECTOR_HOST is often the master's public address (TCP_FORWARDING_HOST); workers
+            # in the master's own VPC reach it privately, without a public address or NAT.
+            private = network.collector_in_vpc(self.host["collector"], values.get("vpc_id"), network.master_network())
+            if private != self.host["collector"]:
+                self.notes.append("workers report to the master's private address %s (same VPC %s) instead of "
+                                  "COLLECTOR_HOST %s" % (private, values["vpc_id"], self.host["collector"]))
+                self.host["collector"] = private
+        return values
 
     def launch(self, events, setup, spot, to_launch, lease_end, old_rule, lease_changed):
         s3 = self.conn.client("s3")
@@ -644,7 +671,54 @@ class Annex:
         tags[proto.ANNEX_NAME_TAG] = self.name
         return [{"ResourceType": kind, "Tags": tag_list(tags)} for kind in resource_types]
 
+    def subnets(self, setup):
+        """[{SubnetId, AvailabilityZone}] to launch into: the setup's (no call), or the subnet_ids
+        option's (DescribeSubnets; refused outside the security group's VPC, as EC2 would); [] for
+        a setup made before subnets were recorded (AWS then picks the default VPC's)."""
+        if not self.params["subnet_ids"]:
+            subnets = network.recorded_subnets(setup)
+            if not subnets:
+                self.notes.append("the setup records no subnets (made by an older htcondor.annex): AWS picks the "
+                                  "default VPC's; run htcondor.annex.annex_setup again to record them")
+            return subnets
+        subnets = network.describe_subnets(self.ec2, self.params["subnet_ids"])
+        wrong = ["%s (in %s)" % (s["SubnetId"], s["VpcId"]) for s in subnets
+                 if setup.get("vpc_id") and s["VpcId"] != setup["vpc_id"]]
+        if wrong:
+            raise InputError("subnet_ids %s are not in VPC %s of the workers' security group %s" % (
+                ", ".join(wrong), setup["vpc_id"], setup["security_group_id"]))
+        return subnets
+
     def run_instances(self, setup, token, count):
+        """Launch `count` workers spread over the subnets' zones: one RunInstances per subnet (it
+        takes one SubnetId), each with its own client token (the first is `token`). A subnet
+        without capacity passes its share to the next. Returns the launched instance ids."""
+        plan = network.split_over_zones(self.subnets(setup), count, offset=self.result["live"]) or [(None, count)]
+        launched, carry, refused = [], 0, []
+        for subnet_id, share in plan:
+            share += carry
+            if not share:
+                continue
+            try:
+                launched += self.run_instances_in(setup, token if not launched else proto.client_token(self.name),
+                                                  share, subnet_id)
+                carry = 0
+            except AnnexAWSError as exc:
+                if exc.code not in network.CAPACITY_ERRORS:
+                    if launched:  # not yet joined: end them, so the rollback leaves nothing behind
+                        terminate_instances(self.ec2, launched)
+                    raise
+                refused.append("%s: %s" % (subnet_id, exc.code))
+                carry = share
+        if refused:
+            self.notes.append("no capacity in %s%s" % ("; ".join(refused), "" if not carry else
+                                                       "; %d of %d workers not launched" % (carry, count)))
+        if not launched:
+            raise AnnexAWSError("no subnet had capacity for %d %s workers (%s)" % (
+                count, self.params["instance_type"], "; ".join(refused)), code="InsufficientInstanceCapacity")
+        return launched
+
+    def run_instances_in(self, setup, token, count, subnet_id):
         kwargs = dict(
             ImageId=self.result["ami_id"], InstanceType=self.params["instance_type"], MinCount=count, MaxCount=count,
             ClientToken=token, IamInstanceProfile={"Arn": setup["instance_profile_arn"]},
@@ -658,6 +732,8 @@ class Annex:
         key_name = self.key_name(setup)
         if key_name:
             kwargs["KeyName"] = key_name
+        if subnet_id:
+            kwargs["SubnetId"] = subnet_id
         response = call(self.ec2, "RunInstances", **kwargs)
         return [i["InstanceId"] for i in response.get("Instances", [])]
 
@@ -670,10 +746,23 @@ class Annex:
         config.setdefault("AllocationStrategy", "lowestPrice")
         config["ValidUntil"] = datetime.fromtimestamp(lease_end, tz=timezone.utc)
         config["TerminateInstancesWithExpiration"] = True
+        # One-shot, as condor_annex (request mode): a worker that ends (idle, lease, interruption)
+        # is not replaced. Console exports say "maintain", which would keep buying replacements
+        # for idle workers until the lease ends; condor_annex ignored the file's Type too.
+        asked = config.get("Type", "request")
+        config["Type"] = "request"
+        replace = config.pop("ReplaceUnhealthyInstances", None)  # only valid with maintain
+        if asked != "request" or replace:
+            self.notes.append("spot_fleet_config asks for Type %s%s: sent as a one-shot request (Type request), "
+                              "as condor_annex does; workers that end are not replaced" % (
+                                  asked, " with ReplaceUnhealthyInstances" if replace else ""))
         key_name = self.key_name(setup)
+        subnet_ids = [s["SubnetId"] for s in sorted(self.subnets(setup),
+                                                    key=lambda s: (s["AvailabilityZone"], s["SubnetId"]))]
+        config["LaunchSpecifications"] = network.fleet_launch_specifications(
+            config["LaunchSpecifications"], setup["security_group_id"], subnet_ids)
         for spec in config["LaunchSpecifications"]:
             spec["IamInstanceProfile"] = {"Arn": setup["instance_profile_arn"]}
-            spec.setdefault("SecurityGroups", [{"GroupId": setup["security_group_id"]}])
             if key_name:
                 spec.setdefault("KeyName", key_name)
             spec["TagSpecifications"] = self.tag_specifications(["instance"])

@@ -34,6 +34,13 @@ options:
       - Also check the four C(HTCondorAnnex-*) stacks (C(CREATE_COMPLETE) or C(UPDATE_COMPLETE)), their
         outputs, the user config block, that the secret key file is owner-only and that the pool password
         file is readable.
+      - Fails the check (C(ok=false)) when anything the C(condor_annex) tool (HTCondor 23.x, 24.0) needs is
+        missing, that is a stack output, one of the functions it calls (both lease functions and
+        C(HTCondorAnnex-CheckConnectivity)), or a user config key (C(ANNEX_DEFAULT_AWS_REGION) unprefixed;
+        C(S3_BUCKET), C(ODI_SECURITY_GROUP_IDS), C(ODI_LEASE_FUNCTION_ARN), C(SFR_LEASE_FUNCTION_ARN),
+        C(ODI_INSTANCE_PROFILE_ARN) and C(CONNECTIVITY_FUNCTION_ARN) region-prefixed, equal to the setup's).
+      - Warns when the recorded subnets have neither a default route to an internet gateway (or NAT gateway)
+        nor an S3 gateway endpoint.
     type: bool
     default: false
   user_config_path:
@@ -110,6 +117,12 @@ setup:
     outputs:
       description: The setup values read from the stacks (bucket, function ARNs, profile, security group).
       type: dict
+    unreachable_subnets:
+      description:
+        - Recorded subnets from which workers cannot reach S3 (no default route to an internet or NAT gateway,
+          no S3 gateway endpoint); also a warning. Not counted as a problem (a proxy may exist).
+      type: list
+      elements: str
     worker_images:
       description:
         - The available worker images C(build_worker_ami.yml) made in this region, newest first
@@ -125,20 +138,23 @@ region:
   type: str
 '''
 
+import functools
 import json
 import os
+import re
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
     AWS_ARGUMENT_SPEC, AWS_MUTUALLY_EXCLUSIVE, AWS_REQUIRED_TOGETHER, HAS_BOTO3, AWSConnection, AnnexAWSError,
-    missing_boto3_msg, resolve_region, validate_region,
+    call, describe_or_none, missing_boto3_msg, resolve_region, validate_region,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_resources as resources
 from ansible_collections.htcondor.annex.plugins.module_utils.cloudformation import (
-    describe_annex_stacks, outputs_of, setup_problems,
+    OUTPUT_KEYS, describe_annex_stacks, outputs_of, setup_problems,
 )
+from ansible_collections.htcondor.annex.plugins.module_utils import network
 from ansible_collections.htcondor.annex.plugins.module_utils.files import file_is_owner_only, read_text
 from ansible_collections.htcondor.annex.plugins.module_utils.user_config import (
     default_user_config_path, parse_user_config_block,
@@ -196,16 +212,66 @@ def gather(conn, name, setup_values):
     return annexes
 
 
+def condor_annex_problems(module, conn, stacks, values, text, path):
+    """What condor_annex needs (proto.CONDOR_ANNEX_*) and does not find: stack outputs, functions,
+    user_config keys (or keys that differ from the setup). A function that cannot be looked up
+    (no lambda:GetFunction, or an emulator that refuses it) is a warning, not a problem."""
+    problems = []
+    origin = dict((key, stack_output) for stack_output, key in OUTPUT_KEYS.items())
+    for _config_key, key in proto.CONDOR_ANNEX_USER_CONFIG:
+        if key and not values.get(key) and origin[key][0] in stacks:
+            problems.append("stack %s has no output %s, which condor_annex needs: run htcondor.annex.annex_setup "
+                            "again" % origin[key])
+    lambda_client = conn.client("lambda")
+    for key in proto.CONDOR_ANNEX_FUNCTIONS:
+        # By name, as condor_annex's default (the ARN's region and account are this connection's).
+        name = (values.get(key) or "").split(":function:", 1)[-1]
+        if not name:
+            continue
+        try:
+            found = describe_or_none(functools.partial(call, lambda_client, "GetFunction", FunctionName=name),
+                                     "ResourceNotFoundException")
+        except AnnexAWSError as exc:
+            module.warn("could not check that function %s exists: %s" % (name, exc.message))
+            continue
+        if found is None:
+            problems.append("function %s does not exist (condor_annex invokes it)" % values[key])
+    block = parse_user_config_block(text, conn.region)
+    if not block:
+        return problems + ["no htcondor.annex block for region %s in %s" % (conn.region, path)]
+    for config_key, key in proto.CONDOR_ANNEX_USER_CONFIG:
+        if key is None:  # read before any region prefix applies: anywhere in the file, unprefixed
+            if not re.search(r"^\s*%s\s*=" % config_key, text or "", re.MULTILINE):
+                problems.append("%s does not set %s (unprefixed), which condor_annex reads first" % (path, config_key))
+        elif not block.get(config_key):
+            problems.append("%s lacks %s, which condor_annex needs" % (path, config_key))
+        elif values.get(key) and block[config_key] != values[key]:
+            problems.append("%s has %s = %s, the setup has %s" % (path, config_key, block[config_key], values[key]))
+    return problems
+
+
+def unreachable_subnets(module, conn, values):
+    """Warn about recorded subnets from which workers cannot reach S3 (their configuration)."""
+    ids = [s for s in (values.get("subnet_ids") or "").split(",") if s]
+    if not ids or not values.get("vpc_id"):
+        return []
+    ec2 = conn.client("ec2")
+    blind = network.subnets_without_s3_route(ec2, values["vpc_id"], network.describe_subnets(ec2, ids))
+    if blind:
+        module.warn("subnet(s) %s have neither a default route to an internet gateway (for workers with a public "
+                    "address) or NAT gateway nor an S3 gateway endpoint: workers there cannot fetch their "
+                    "configuration from S3 (nor reach a collector outside the VPC). Add a route or endpoint, or "
+                    "give annex_setup other subnet_ids." % ", ".join(blind))
+    return blind
+
+
 def check_setup(module, conn, stacks, condor):
     problems = setup_problems(stacks)
     values = outputs_of(stacks)
     path = module.params["user_config_path"] or default_user_config_path()
-    block = parse_user_config_block(read_text(path), conn.region)
-    if not block:
-        problems.append("no htcondor.annex block for region %s in %s" % (conn.region, path))
-    elif values.get("bucket") and block.get("ANNEX_DEFAULT_S3_BUCKET") != values.get("bucket"):
-        problems.append("%s names bucket %s, the setup has %s" % (path, block.get("ANNEX_DEFAULT_S3_BUCKET"),
-                                                                  values.get("bucket")))
+    text = read_text(path)
+    problems.extend(condor_annex_problems(module, conn, stacks, values, text, path))
+    block = parse_user_config_block(text, conn.region)
     secret = module.params["secret_key_file"] or block.get("ANNEX_DEFAULT_SECRET_KEY_FILE")
     if secret and not file_is_owner_only(secret):
         problems.append("secret key file %s is missing or readable by others (chmod 600 it)" % secret)
@@ -218,7 +284,8 @@ def check_setup(module, conn, stacks, condor):
     images = [dict(image_id=i["image_id"], name=i["name"], htcondor_version=i["version_tag"],
                    architecture=i["architecture"], creation_date=i["creation_date"])
               for i in describe_worker_images(conn.client("ec2"))]
-    return dict(ok=not problems, problems=problems, stacks=statuses, outputs=values, worker_images=images)
+    return dict(ok=not problems, problems=problems, stacks=statuses, outputs=values, worker_images=images,
+                unreachable_subnets=unreachable_subnets(module, conn, values))
 
 
 def main():

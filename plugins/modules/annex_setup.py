@@ -23,7 +23,12 @@ description:
     only from O(worker_ingress_cidrs), O(worker_ingress_security_group_ids) and each other.
   - Writes the region-prefixed C(ANNEX_DEFAULT_*) settings into a marked block of the user's
     C(~/.condor/user_config) so that the C(condor_annex) tool (HTCondor 23.x, 24.0) works against the
-    same setup.
+    same setup; C(ANNEX_DEFAULT_AWS_REGION) unprefixed (C(condor_annex) reads it before any prefix
+    applies), unless the file already sets it (the first region set up stays the default, as upstream).
+  - The Lambda stack also holds C(HTCondorAnnex-CheckConnectivity), which C(condor_annex) invokes before
+    every launch (C(ANNEX_DEFAULT_CONNECTIVITY_FUNCTION_ARN)) to ask the collector for its instance id.
+  - Decides, before creating anything, the VPC and subnets workers are launched into (O(vpc_id),
+    O(subnet_ids)) and records them (and the subnets' zones) with the security group stack.
   - O(state=absent) removes every lease rule targeting the lease functions, empties the bucket (all
     objects and versions), deletes the four stacks and the key pair (only if this collection created
     it) and removes the marked block. It refuses while annex instances are still running or a Spot Fleet
@@ -49,8 +54,20 @@ options:
     elements: str
     default: []
   vpc_id:
-    description: VPC of the worker security group. Defaults to the region's default VPC.
+    description:
+      - VPC of the workers and their security group. Defaults to the VPC of O(subnet_ids), else the region's
+        default VPC; a region without a default VPC needs it.
     type: str
+  subnet_ids:
+    description:
+      - Subnets annexes launch their workers into (recorded with the setup; M(htcondor.annex.annex) spreads
+        the workers over their availability zones). All in O(vpc_id). Defaults to every subnet of the VPC.
+      - Workers need a way to S3 (their configuration) and to the collector; O(htcondor.annex.annex_info#module:check_setup)
+        warns about subnets with neither a default route to an internet gateway (or NAT gateway) nor an S3
+        gateway endpoint.
+    type: list
+    elements: str
+    default: []
   key_pair:
     description:
       - Create the EC2 key pair C(HTCondorAnnex-KeyPair) and save its private key (mode 0600) to O(key_pair_file).
@@ -123,6 +140,15 @@ security_group_ids:
   returned: always
   type: list
   elements: str
+vpc_id:
+  description: VPC of the workers and their security group.
+  returned: always
+  type: str
+subnet_ids:
+  description: Subnets annexes launch their workers into.
+  returned: always
+  type: list
+  elements: str
 key_name:
   description: Name of the key pair workers get, or null.
   returned: always
@@ -149,6 +175,7 @@ from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
     missing_boto3_msg, paginate, resolve_region, tag_dict, tag_list, validate_region, validate_tags, wait,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_resources as resources
+from ansible_collections.htcondor.annex.plugins.module_utils import network
 from ansible_collections.htcondor.annex.plugins.module_utils.annex_protocol import (
     KEY_PAIR_NAME, STACK_BUCKET, STACK_LAMBDA, STACK_PROFILE, STACK_SG, STACKS, fleet_annex_id,
 )
@@ -171,6 +198,7 @@ def argument_spec():
         worker_ingress_cidrs=dict(type="list", elements="str", default=[]),
         worker_ingress_security_group_ids=dict(type="list", elements="str", default=[]),
         vpc_id=dict(type="str"),
+        subnet_ids=dict(type="list", elements="str", default=[]),
         key_pair=dict(type="bool", default=False),
         key_pair_file=dict(type="path"),
         user_config_path=dict(type="path"),
@@ -196,8 +224,11 @@ def validate(params):
     for group in params["worker_ingress_security_group_ids"]:
         if not re.fullmatch(r"sg-[0-9a-f]{8,17}", group):  # fullmatch: "$" lets a final newline in
             return "worker_ingress_security_group_ids: %r is not a security group id (sg-...)" % group
-    if params["vpc_id"] and not re.fullmatch(r"vpc-[0-9a-f]{8,17}", params["vpc_id"]):
+    if params["vpc_id"] and not network.VPC_ID_RE.fullmatch(params["vpc_id"]):
         return "vpc_id: %r is not a VPC id (vpc-...)" % params["vpc_id"]
+    error = network.subnet_ids_error("subnet_ids", params["subnet_ids"])
+    if error:
+        return error
     if params["wait_timeout"] <= 0:
         return "wait_timeout must be a positive number of seconds"
     if params["max_attempts"] < 1:
@@ -280,14 +311,6 @@ class Setup:
         self.statuses[name] = stack["StackStatus"] if stack else "absent"
         return stack
 
-    def default_vpc(self):
-        if self.params["vpc_id"]:
-            return self.params["vpc_id"]
-        vpcs = call(self.ec2, "DescribeVpcs", Filters=[{"Name": "isDefault", "Values": ["true"]}]).get("Vpcs", [])
-        if not vpcs:
-            raise AnnexAWSError("this region has no default VPC: give vpc_id")
-        return vpcs[0]["VpcId"]
-
     # ---------- key pair ----------
     def key_pair_path(self):
         return self.params["key_pair_file"] or os.path.join(home_dir(), ".condor", "%s.pem" % KEY_PAIR_NAME)
@@ -340,6 +363,9 @@ class Setup:
 
     # ---------- present / absent ----------
     def present(self):
+        # The network first: a VPC that cannot be decided fails before anything is created.
+        vpc_id, subnets = network.resolve_network(self.ec2, self.params["vpc_id"], self.params["subnet_ids"])
+        subnet_ids = ",".join(s["SubnetId"] for s in subnets)
         bucket_stack = self.ensure_stack(STACK_BUCKET, templates.bucket_template(), {})
         setup = outputs_of({STACK_BUCKET: bucket_stack}) if bucket_stack else {}
         bucket = setup.get("bucket") or "(new bucket)"
@@ -351,8 +377,11 @@ class Setup:
         stacks[STACK_SG] = self.ensure_stack(
             STACK_SG, templates.security_group_template(self.params["worker_ingress_cidrs"],
                                                         self.params["worker_ingress_security_group_ids"]),
-            {"VpcId": self.default_vpc()})
+            {"VpcId": vpc_id, "SubnetIds": subnet_ids,
+             "SubnetZones": ",".join(s["AvailabilityZone"] for s in subnets)})
         setup = outputs_of(dict((k, v) for k, v in stacks.items() if v))
+        setup.setdefault("vpc_id", vpc_id)  # check mode: what the new stack will record
+        setup.setdefault("subnet_ids", subnet_ids)
         key_name = self.ensure_key_pair()
         values = user_config_values(self.conn.region, setup, key_name,
                                     self.params["access_key_file"], self.params["secret_key_file"])
@@ -462,6 +491,8 @@ class Setup:
             sfr_lease_function_arn=setup.get("sfr_lease_function_arn"),
             instance_profile_arn=setup.get("instance_profile_arn"),
             security_group_ids=[setup["security_group_id"]] if setup.get("security_group_id") else [],
+            vpc_id=setup.get("vpc_id"),
+            subnet_ids=[s for s in (setup.get("subnet_ids") or "").split(",") if s],
             key_name=key_name,
             user_config=user_config,
             region=self.conn.region,

@@ -270,7 +270,10 @@ def test_annex_life_cycle(flow):
     assert launch["changed"] is True and len(launch["launched_instance_ids"]) == 5
     live = flow.instances("MyFirstAnnex")
     assert len(live) == 5
-    assert len({res for res, _inst in live}) == 1, "5 workers must come from ONE RunInstances call"
+    # Spread over the default VPC's zones (us-east-1 has six in moto): ONE RunInstances call per
+    # subnet, every worker in a subnet the setup recorded, no two in one zone.
+    assert_spread(flow, live, setup["subnet_ids"])
+    assert len({res for res, _inst in live}) == 5, "one RunInstances call per subnet"
     for _res, inst in live:
         assert inst["ClientToken"].startswith("MyFirstAnnex_"), inst["ClientToken"]
         tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
@@ -312,7 +315,7 @@ def test_annex_life_cycle(flow):
     assert launch["changed"] is True and len(launch["launched_instance_ids"]) == 2
     live = flow.instances("MyFirstAnnex")
     assert len(live) == 7
-    assert sorted(len([1 for r, _inst in live if r == res]) for res in {r for r, _inst in live}) == [2, 5]
+    assert_spread(flow, live, setup["subnet_ids"])  # the two new ones go where there were fewer
 
     # The join wait is bounded: no HTCondor answers here, so it must give up after the timeout,
     # after polling more than once, with a progress line and a message saying what to do.
@@ -400,13 +403,49 @@ def test_annex_life_cycle(flow):
     assert_nothing_left(flow, bucket)
 
 
-def test_no_secret_in_any_output(flow):
-    assert flow.outputs, "no ansible output was captured"
-    blob = "\n".join(flow.outputs)
-    encoded = flow.password_file.read_bytes()
-    for secret in (flow.secret_key, flow.password, base64.b64encode(encoded).decode(),
-                   encoded.hex(), encoded.decode("latin-1")):
-        assert secret not in blob, "a secret appeared in ansible output or user data"
+def assert_spread(flow, live, subnet_ids):
+    """Workers only in the recorded subnets, each call's workers in one subnet, and over the
+    zones as evenly as the count allows."""
+    subnets = {s["SubnetId"]: s for s in flow.client("ec2").describe_subnets(SubnetIds=subnet_ids)["Subnets"]}
+    assert {inst["SubnetId"] for _res, inst in live} <= set(subnets), "a worker outside the recorded subnets"
+    for res in {r for r, _inst in live}:
+        assert len({inst["SubnetId"] for r, inst in live if r == res}) == 1, "one RunInstances per subnet"
+    per_zone = {}
+    for _res, inst in live:
+        zone = subnets[inst["SubnetId"]]["AvailabilityZone"]
+        per_zone[zone] = per_zone.get(zone, 0) + 1
+    zones = {s["AvailabilityZone"] for s in subnets.values()}
+    expected = [len(live) // len(zones) + (1 if i < len(live) % len(zones) else 0) for i in range(len(zones))]
+    assert sorted([per_zone.get(z, 0) for z in zones], reverse=True) == expected, per_zone
+
+
+def test_own_vpc_workers_land_only_there(flow):
+    """A VPC of the user's own with subnets in two zones (after the life cycle above tore the setup
+    down): the setup records it, workers land only in its subnets, spread over both zones, with the
+    security group of that VPC (moto would accept a group of another VPC: asserted here)."""
+    ec2 = flow.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
+    subnets = sorted(ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.40.{i}.0/24", AvailabilityZone=zone)["Subnet"]["SubnetId"]
+                     for i, zone in enumerate(("us-east-1b", "us-east-1c")))
+    run = flow.playbook("playbooks/annex_setup.yml", json.dumps({"htcondor_annex_vpc_id": vpc}))
+    setup = run.result("Create or update the HTCondorAnnex-* stacks")
+    assert setup["vpc_id"] == vpc and setup["subnet_ids"] == subnets, setup
+    # No route to S3 in this VPC: the check says so (a warning, not a failure).
+    assert any("S3 gateway endpoint" in w for w in run.result("Check the setup").get("warnings", [])), \
+        run.result("Check the setup")
+    image = register_worker_image(ec2, "23.9.6")
+    run = flow.playbook("annex_start.yml", "annex_name=OwnVpc", "count=3", f"ami_id={image}")
+    assert run.result("Launch annex")["changed"] is True
+    live = flow.instances("OwnVpc")
+    assert len(live) == 3
+    assert_spread(flow, live, subnets)
+    assert {inst["VpcId"] for _res, inst in live} == {vpc}
+    groups = {g["GroupId"] for _res, inst in live for g in inst["SecurityGroups"]}
+    assert groups == set(setup["security_group_ids"])
+    assert {g["VpcId"] for g in ec2.describe_security_groups(GroupIds=sorted(groups))["SecurityGroups"]} == {vpc}
+    run = flow.playbook("teardown.yml", "confirm=yes")
+    assert not flow.instances("OwnVpc")
+    assert_nothing_left(flow, setup["bucket"])
 
 
 def _epoch(value):
@@ -456,3 +495,12 @@ def test_no_unexpected_ansible_warnings_about_secrets(flow):
     blob = "\n".join(flow.outputs)
     assert not re.search(r"Module did not set no_log for .*(password|secret)", blob), \
         "a secret-looking option has no no_log"
+
+
+def test_no_secret_in_any_output(flow):
+    assert flow.outputs, "no ansible output was captured"
+    blob = "\n".join(flow.outputs)
+    encoded = flow.password_file.read_bytes()
+    for secret in (flow.secret_key, flow.password, base64.b64encode(encoded).decode(),
+                   encoded.hex(), encoded.decode("latin-1")):
+        assert secret not in blob, "a secret appeared in ansible output or user data"
