@@ -117,18 +117,23 @@ def lease_rules_of(events, function_arns):
     return rules
 
 
-def lease_rule_annex(targets, function_arns):
-    """AnnexID a lease rule serves (the AnnexID in its lease-function target's input), else None
-    (the setup's sweep rule, whose input names no annex, among them)."""
+def lease_rule_annex(rule, targets, function_arns):
+    """AnnexID a lease rule serves: the AnnexID in its lease-function target's input, else the rule's
+    name (condor_annex names its rules after the annex); None for a rule without a lease-function
+    target and for the setup's own sweep rule (it goes with its stack)."""
+    annex = None
     for target in targets or []:
         if target.get("Arn") in function_arns:
             try:
-                annex = json.loads(target.get("Input") or "{}").get("AnnexID")
-            except (ValueError, AttributeError):
-                continue
-            if annex:
-                return annex
-    return None
+                data = json.loads(target.get("Input") or "{}")
+            except ValueError:
+                data = {}
+            if not isinstance(data, dict):
+                data = {}
+            if data.get("Sweep"):
+                return None
+            annex = annex or data.get("AnnexID") or rule
+    return annex
 
 
 def lease_rules(events, function_arns, name=None):
@@ -138,7 +143,7 @@ def lease_rules(events, function_arns, name=None):
     found = {}
     for rule in lease_rules_of(events, function_arns):
         targets = lease_targets(events, rule)
-        annex = lease_rule_annex(targets, function_arns)
+        annex = lease_rule_annex(rule, targets, function_arns)
         if targets is None or annex is None or (name and annex != name):
             continue
         found[rule] = (annex, targets)
