@@ -582,3 +582,43 @@ def test_worker_side_protocol_lines_up(pool):
     # both boot script generations: untar into /etc/condor/config.d (<= 24.10) or /etc/condor (24.11+)
     wanted = {"00ec2-dynamic.config", "password_file.pl", "99-htcondor-annex-lease.config"}
     assert set(names) >= wanted | {"config.d/" + n for n in wanted}
+
+
+def test_removing_every_annex_takes_calls_independent_of_their_number(pool, monkeypatch):
+    """all_annexes=true (teardown.yml) lists once and batches: the same AWS calls for 1 annex of 1
+    worker as for 4 annexes of 1 to 4 workers."""
+    import botocore.client
+    names = []
+    original = botocore.client.BaseClient._make_api_call
+
+    def recorded(client, operation_name, api_params):
+        names.append(operation_name)
+        return original(client, operation_name, api_params)
+
+    def remove_all():
+        del names[:]
+        with monkeypatch.context() as patched:
+            patched.setattr(botocore.client.BaseClient, "_make_api_call", recorded)
+            result = run_module(annex, dict(all_annexes=True, state="absent", condor_off=False))
+        assert result["changed"] is True and not result.get("failed"), result
+        return result, sorted(names)
+
+    launch(pool, name="one", count=1)
+    result, one = remove_all()
+    assert result["removed_annexes"] == ["one"] and instances("one") == []
+    for number in range(1, 5):
+        launch(pool, name="many%d" % number, count=number)
+    result, many = remove_all()
+    assert result["removed_annexes"] == ["many1", "many2", "many3", "many4"]
+    assert one == many, (one, many)
+    assert len(one) <= 9, one
+    assert inventory()["instances"] == [] and inventory()["objects"][pool["setup"]["bucket"]] == []
+    again = run_module(annex, dict(all_annexes=True, state="absent"))
+    assert again["changed"] is False and again["removed_annexes"] == []
+
+
+def test_all_annexes_only_with_state_absent(pool):
+    for args in (dict(all_annexes=True, count=1), dict(all_annexes=True, name="a1", state="absent")):
+        result = run_module(annex, args)
+        assert result.get("failed") and "all_annexes=true goes with state=absent and no name" in result["msg"], result
+    assert "name is required" in run_module(annex, dict(state="absent"))["msg"]
