@@ -7,6 +7,7 @@ deployed code is this code."""
 
 import ast
 import base64
+import os
 import inspect
 import io
 import json
@@ -316,3 +317,25 @@ def _deployed_source(arn):
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             return archive.read(archive.namelist()[0]).decode()
     return data.decode()
+
+
+def test_the_sandbox_agent_fires_the_sweep_rule(world, monkeypatch):
+    """sandbox/agent.py stands in for EventBridge and Lambda: it fires the stack's sweep rule with
+    the function's environment (the bucket), which ends the annex whose lease has ended."""
+    import argparse
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[4] / "sandbox" / "agent.py"
+    spec = importlib.util.spec_from_file_location("sandbox_agent", path)
+    agent_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(agent_module)
+    monkeypatch.delenv(lease_function.BUCKET_ENV)  # the agent sets it from the function's configuration
+    bucket, key = world["setup"]["bucket"], proto.tarball_key("lease1")
+    boto3.client("s3", region_name=REGION).copy_object(
+        Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key}, MetadataDirective="REPLACE",
+        Metadata=proto.lease_metadata(1, 1000000000))
+    agent = agent_module.Agent(argparse.Namespace(region=REGION, suite="trixie", lease_seconds=0))
+    agent.leases()
+    assert live("lease1") == [] and objects(world) == ["config-lease10.tar.gz"]
+    assert sorted(live("lease10")) == sorted(world["other"]["instance_ids"])
+    assert lease_function.BUCKET_ENV not in os.environ
