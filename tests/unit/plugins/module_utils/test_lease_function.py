@@ -7,10 +7,10 @@ deployed code is this code."""
 
 import ast
 import base64
-import os
 import inspect
 import io
 import json
+import os
 import zipfile
 
 import boto3
