@@ -29,8 +29,8 @@ description:
     and finds the lease ended (or ending within the lease rule's 5 minutes). A same-count re-run with the
     same O(duration) never revives an ended lease.
   - A failed launch leaves the tarball and its lease in place (without workers they bill nothing, and the
-    lease function deletes them when the lease ends): the launch may have taken effect with its reply lost,
-    and workers must never run without a lease. Every run that finds live workers puts back a missing or
+    lease function deletes them when the lease ends), since the launch may have taken effect with its reply
+    lost and workers must never run without a lease. Every run that finds live workers puts back a missing or
     lease-less tarball.
   - O(state=absent) runs C(condor_off -annex NAME) where HTCondor is reachable, cancels the annex's Spot
     Fleet requests (terminating their instances), terminates its instances, deletes its tarball and lease,
@@ -48,8 +48,8 @@ options:
     type: str
   all_annexes:
     description:
-      - With O(state=absent), remove every annex of the region (what C(teardown.yml) does) instead of one O(name):
-        instances tagged C(htcondor:AnnexName), annex Spot Fleet requests, every C(config-*.tar.gz) tarball and
+      - With O(state=absent), remove every annex of the region (what C(teardown.yml) does) instead of one O(name),
+        that is instances tagged C(htcondor:AnnexName), annex Spot Fleet requests, every C(config-*.tar.gz) tarball and
         lease, and the lease rules C(condor_annex) made.
       - Takes the same number of AWS calls however many annexes and instances there are (listings once, cancels,
         terminations and deletions batched).
