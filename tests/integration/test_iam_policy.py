@@ -88,6 +88,7 @@ IMPLIED_ACTIONS = {
 REQUEST_TO_ACTION = {
     ("s3", "HeadObject"): {"s3:GetObject"},
     ("s3", "ListObjectVersions"): {"s3:ListBucketVersions"},
+    ("s3", "ListObjects"): {"s3:ListBucket"},  # ListObjectsV2 (teardown lists the tarballs)
     # annex_setup deletes every version (VersionId given): both actions on AWS
     ("s3", "DeleteObjects"): {"s3:DeleteObject", "s3:DeleteObjectVersion"},
 }
