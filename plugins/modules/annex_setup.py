@@ -29,7 +29,8 @@ description:
     every launch (C(ANNEX_DEFAULT_CONNECTIVITY_FUNCTION_ARN)) to ask the collector for its instance id.
   - Decides, before creating anything, the VPC and subnets workers are launched into (O(vpc_id),
     O(subnet_ids)) and records them (and the subnets' zones) with the security group stack.
-  - O(state=absent) removes every lease rule targeting the lease functions, empties the bucket (all
+  - O(state=absent) removes the lease rules C(condor_annex) made (a rule that also targets something else
+    only loses the lease functions' targets), empties the bucket (all
     objects and versions), deletes the four stacks and the key pair (only if this collection created
     it) and removes the marked block. It refuses while annex instances are still running or a Spot Fleet
     request of an annex is still active (submitted, active or modifying).
@@ -396,12 +397,14 @@ class Setup:
         return names
 
     def remove_lease_rules(self, setup):
+        """The lease rules condor_annex made (the stack's own sweep rule goes with the stack); a rule
+        with a target of someone else's loses only the lease functions' targets."""
         events = self.conn.client("events")
-        for rule in resources.lease_rules_of(events, (setup.get("odi_lease_function_arn"),
-                                                      setup.get("sfr_lease_function_arn"))):
+        functions = [a for a in (setup.get("odi_lease_function_arn"), setup.get("sfr_lease_function_arn")) if a]
+        for rule, (_annex, targets) in sorted(resources.lease_rules(events, functions).items()):
             self.changed = True
             if not self.module.check_mode:
-                resources.delete_lease_rule(events, rule)
+                resources.remove_lease_rule(events, rule, targets, functions)
 
     def empty_bucket(self, bucket):
         s3 = self.conn.client("s3")

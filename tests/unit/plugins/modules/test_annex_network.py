@@ -169,8 +169,10 @@ def test_zone_without_capacity_passes_its_share_on(pool, monkeypatch):
     assert "no capacity in subnet-" in result["msg"], result["msg"]
 
 
-def test_failure_after_a_partial_launch_terminates_it_and_rolls_back(pool, monkeypatch):
-    before = inventory()
+def test_failure_after_a_partial_launch_keeps_the_launched_workers(pool, monkeypatch):
+    """The second of three subnets refuses for another reason than capacity: the worker already
+    launched keeps its tarball and lease (put before any launch) and is not terminated; the
+    message says so and claims no rollback; a re-run launches the rest."""
     original = annex.Annex.run_instances_in
     calls = {"n": 0}
 
@@ -180,10 +182,15 @@ def test_failure_after_a_partial_launch_terminates_it_and_rolls_back(pool, monke
             raise annex.AnnexAWSError("injected", code="UnauthorizedOperation")
         return original(self, setup, token, count, subnet_id)
 
-    monkeypatch.setattr(annex.Annex, "run_instances_in", second_fails)
-    result = run_module(annex, dict(pool["args"], count=3))
-    assert result["failed"] and "injected" in result["msg"] and "rolled back" in result["msg"], result
-    assert inventory() == before and live("a1") == []
+    with monkeypatch.context() as patched:
+        patched.setattr(annex.Annex, "run_instances_in", second_fails)
+        result = run_module(annex, dict(pool["args"], count=3))
+    assert result["failed"] and "injected" in result["msg"] and "rolled back" not in result["msg"], result
+    assert "the 1 workers launched before it" in result["msg"] and "keep their lease" in result["msg"], result
+    assert len(live("a1")) == 1 and calls["n"] == 2
+    again = run_module(annex, dict(pool["args"], count=3))
+    assert again["changed"] is True and len(again["launched_instance_ids"]) == 2, again
+    assert len(live("a1")) == 3
 
 
 def test_subnet_override_outside_the_groups_vpc_is_refused(pool):
