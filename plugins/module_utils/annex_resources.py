@@ -49,13 +49,13 @@ def instance_ids(ec2, name, states=LIVE_INSTANCE_STATES):
 
 
 # ---------- Spot Fleet requests ----------
-def find_fleets(ec2, name=None):
-    """Live Spot Fleet requests of annex `name` (None: of every annex)."""
+def find_fleets(ec2, name=None, states=LIVE_FLEET_STATES):
+    """Spot Fleet requests of annex `name` (None: of every annex) in `states` (None: any)."""
     found = []
     for fleet in paginate(ec2, "DescribeSpotFleetRequests", "SpotFleetRequestConfigs"):
         annex = proto.fleet_annex_id(fleet)
         if annex and (name is None or annex == name) and \
-                fleet.get("SpotFleetRequestState") in LIVE_FLEET_STATES:
+                (states is None or fleet.get("SpotFleetRequestState") in states):
             found.append(fleet)
     return found
 

@@ -27,8 +27,12 @@ description:
     A changed O(duration) moves the lease end to now + O(duration); so does a run that launches workers
     and finds the lease ended (or ending within the lease rule's 5 minutes). A same-count re-run with the
     same O(duration) never revives an ended lease.
+  - Runs of one annex started together launch one after the other: a run with something to launch takes
+    the annex's launch lock (an S3 object in the setup bucket, written with conditional writes), counts
+    again and launches only what is still missing, so together they never launch more than O(count) (or
+    O(slots)). A run with nothing to launch takes no lock.
   - Any failure part-way removes what this call created (tarball, lease rule); if that removal fails too,
-    the message says what was left and to run O(state=absent).
+    the message says what was left and to run O(state=absent). SIGINT and SIGTERM are such failures.
   - O(state=absent) runs C(condor_off -annex NAME) where HTCondor is reachable, terminates the annex's
     instances, cancels its Spot Fleet requests (terminating their instances), and deletes its lease
     rule and tarball.
@@ -156,6 +160,13 @@ options:
     description: With O(state=absent), send C(condor_off -annex NAME) first (where HTCondor is reachable).
     type: bool
     default: true
+  lock_timeout:
+    description:
+      - Seconds to wait for the annex's launch lock while another run of the same annex is launching
+        (0 to 3600); then the module fails naming the run that holds it. The default outwaits a lock whose
+        run died (a lock expires after 300 s).
+    type: int
+    default: 360
 extends_documentation_fragment:
   - htcondor.annex.aws
 '''
@@ -266,10 +277,14 @@ from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
 from ansible_collections.htcondor.annex.plugins.module_utils.annex_resources import (
-    ALL_INSTANCE_STATES, LIVE_INSTANCE_STATES, RULE_NOT_FOUND, cancel_fleets, delete_lease_rule, delete_tarball,
-    describe_lease_rule, find_fleets, instance_ids, put_lease, put_lease_rule, put_lease_target, put_tarball,
-    tarball_exists, terminate_instances,
+    ALL_INSTANCE_STATES, LIVE_FLEET_STATES, LIVE_INSTANCE_STATES, RULE_NOT_FOUND, cancel_fleets, delete_lease_rule,
+    delete_tarball, describe_lease_rule, find_fleets, find_instances, instance_ids, put_lease, put_lease_rule,
+    put_lease_target, put_tarball, tarball_exists, terminate_instances,
 )
+from ansible_collections.htcondor.annex.plugins.module_utils.annex_lock import (
+    DEFAULT_LOCK_TIMEOUT, MAX_LOCK_TIMEOUT, AnnexLock,
+)
+from ansible_collections.htcondor.annex.plugins.module_utils.interrupt import ModuleInterrupted, signals_as_exceptions
 from ansible_collections.htcondor.annex.plugins.module_utils.cloudformation import load_setup
 from ansible_collections.htcondor.annex.plugins.module_utils.files import read_text
 from ansible_collections.htcondor.annex.plugins.module_utils.user_config import (
@@ -310,6 +325,7 @@ def argument_spec():
         setup=dict(type="dict", options=dict((k, dict(type="str")) for k in SETUP_KEYS)),
         user_config_path=dict(type="path"),
         condor_off=dict(type="bool", default=True),
+        lock_timeout=dict(type="int", default=DEFAULT_LOCK_TIMEOUT),
     )
     return spec
 
@@ -363,6 +379,8 @@ def validate(params):
         raise InputError("give either count (on-demand instances) or slots (Spot Fleet), not both")
     if count is None and slots is None:
         raise InputError("state=present needs count (on-demand instances) or slots (Spot Fleet capacity)")
+    if not 0 <= params["lock_timeout"] <= MAX_LOCK_TIMEOUT:
+        raise InputError("lock_timeout must be 0 to %d seconds (got %d)" % (MAX_LOCK_TIMEOUT, params["lock_timeout"]))
     if params["max_instances"] < 1:
         raise InputError("max_instances must be at least 1 (got %d)" % params["max_instances"])
     what, number = ("count", count) if count is not None else ("slots", slots)
@@ -541,7 +559,7 @@ class Annex:
             self.notes.append("would launch %d %s%s" % (to_launch, "slots" if spot else "instances",
                                                         "" if spot else " from %s" % self.result["ami_id"]))
             return self.finish()
-        self.launch(events, setup, spot, to_launch, lease_end, rule, lease_changed)
+        self.launch_exactly(events, setup, spot, requested, lease_end, rule, lease_changed)
         return self.finish()
 
     def worker_image(self):
@@ -569,6 +587,46 @@ class Annex:
         """The setup values (stacks' outputs, overridden by the setup option): read only when
         something is to be written, so a no-op re-run does not list the stacks."""
         return load_setup(self.conn.client("cloudformation"), self.params["setup"])
+
+    def launch_exactly(self, events, setup, spot, requested, lease_end, old_rule, lease_changed):
+        """launch() what is missing of `requested`, counted again under the annex's launch lock, so
+        runs of one annex started together launch one after the other (annex_lock.py)."""
+        self.changed = False  # waiting for the lock changes nothing
+        lock = AnnexLock(self.conn.client("s3"), setup["bucket"], self.name, timeout=self.params["lock_timeout"])
+        try:
+            with lock:
+                live, unlisted = lock.count_live(self.recount(spot))
+                kind = "slots" if spot else "instances"
+                self.result["live"] = live
+                self.result["spot_fleet_request_ids" if spot else "instance_ids"] += unlisted
+                if live >= requested:
+                    self.notes.append("annex %s: another run launched meanwhile, %d live %s: nothing launched" % (
+                        self.name, live, kind))
+                    return
+                self.changed = True
+                lock.guard(self.ec2, ("RequestSpotFleet",) if spot else ("RunInstances",))
+                fleets = list(self.result["spot_fleet_request_ids"])
+                self.launch(events, setup, spot, requested - live, lease_end, old_rule, lease_changed)
+                lock.record([(ident, requested - live) for ident in self.result["spot_fleet_request_ids"]
+                             if ident not in fleets] if spot else
+                            [(ident, 1) for ident in self.result["launched_instance_ids"]])
+        finally:
+            for warning in lock.warnings:
+                self.module.warn(warning)
+
+    def recount(self, spot):
+        """{instance or fleet request id: live capacity, 0 when ended} of everything the annex has,
+        for the count under the lock (result updated with the live ones)."""
+        if spot:
+            fleets = find_fleets(self.ec2, self.name, states=None)
+            listed = dict((f["SpotFleetRequestId"], int(f["SpotFleetRequestConfig"].get("TargetCapacity", 0))
+                           if f.get("SpotFleetRequestState") in LIVE_FLEET_STATES else 0) for f in fleets)
+            self.result["spot_fleet_request_ids"] = sorted(k for k, v in listed.items() if v)
+        else:
+            listed = dict((i["InstanceId"], 1 if i["State"]["Name"] in LIVE_INSTANCE_STATES else 0)
+                          for i in find_instances(self.ec2, self.name))
+            self.result["instance_ids"] = sorted(k for k, v in listed.items() if v)
+        return listed
 
     def launch(self, events, setup, spot, to_launch, lease_end, old_rule, lease_changed):
         s3 = self.conn.client("s3")
@@ -694,7 +752,11 @@ class Annex:
             setup = {}
         s3 = self.conn.client("s3")
         has_tarball = bool(setup.get("bucket")) and tarball_exists(s3, setup["bucket"], self.name)
-        if not (instances or fleets or rule or has_tarball):
+        lock = AnnexLock(s3, setup["bucket"], self.name) if setup.get("bucket") else None
+        lock_record = lock.record_left() if lock else None
+        for warning in lock.warnings if lock else []:
+            self.module.warn(warning)
+        if not (instances or fleets or rule or has_tarball or lock_record):
             self.notes.append("annex %s does not exist" % self.name)
             return self.finish()
         self.changed = True
@@ -714,6 +776,8 @@ class Annex:
             delete_lease_rule(events, self.name)
         if has_tarball:
             delete_tarball(s3, setup["bucket"], self.name)
+        if lock_record:
+            lock.discard(lock_record)
         self.notes.append("annex %s removed: %d instances terminated, %d fleets cancelled, lease rule %s" % (
             self.name, len(instances), len(fleets), "deleted" if rule else "already gone"))
         return self.finish()
@@ -732,13 +796,20 @@ def main():
     annex = None
     condor = CondorCLI(module)
     try:
-        spot_config = validate(module.params)
-        conn = AWSConnection.from_params(module.params)
-        annex = Annex(module, conn, condor, spot_config)
-        result = annex.present() if module.params["state"] == "present" else annex.absent()
+        with signals_as_exceptions():
+            spot_config = validate(module.params)
+            conn = AWSConnection.from_params(module.params)
+            annex = Annex(module, conn, condor, spot_config)
+            result = annex.present() if module.params["state"] == "present" else annex.absent()
     except (InputError, AnnexAWSError) as exc:
         module.fail_json(msg=str(exc) if isinstance(exc, InputError) else exc.message,
                          changed=bool(annex and annex.changed))
+    except ModuleInterrupted as exc:
+        # launch() rolled back and the launch lock was released on the way out (warnings say what not)
+        changed = bool(annex and annex.changed)
+        module.fail_json(msg="%s: %s" % (exc.message, "nothing was changed" if not changed else
+                                         "annex %s may be left part-way: run again to complete it, or remove it "
+                                         "with state=absent" % module.params["name"]), changed=changed)
     for warning in condor.warnings:
         module.warn(warning)
     module.exit_json(**result)
