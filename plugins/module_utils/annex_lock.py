@@ -14,7 +14,7 @@ keys), written with S3 conditional writes: PutObject If-None-Match: * creates it
 (S3 answers 412 PreconditionFailed otherwise), PutObject / DeleteObject If-Match: <ETag> change or
 delete it only as this run last wrote it, so a run never overwrites or deletes a lock another run
 holds. Its body names the holder (host, pid, random id), when the lock was taken and when it
-expires (epoch seconds, S3's clock), and the recent launches under it.
+expires (epoch seconds), its lifetime, and the recent launches under it.
 
 - A lock past its expiry (its holder died) is taken over with If-Match on the ETag read, so of
   several runs taking it over only one succeeds.
@@ -28,8 +28,9 @@ expires (epoch seconds, S3's clock), and the recent launches under it.
 - Right before the launch call (a botocore before-call hook) a holder whose lock has run for half
   its lifetime renews it (If-Match); if it was taken over meanwhile, the run launches nothing.
 
-Times in the body are S3's clock (the Date header of S3's answers), so runs on hosts whose clocks
-differ agree on when a lock expires.
+Runs on hosts whose clocks differ agree on when a lock expires: it expires its lifetime after
+its last write by S3's clock (LastModified, compared with the Date of S3's answer); the times in
+the body are for people, and launch times are written in S3's clock as learnt from its answers.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -121,13 +122,15 @@ class AnnexLock:
         self.warnings = []
         self._skew = 0.0  # S3's clock minus ours
         self._guarded = []
+        self._writes = 0
 
     # ---------- S3's clock ----------
     def now(self):
         return self._clock() + self._skew
 
     def _learn_clock(self, response):
-        date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        date = headers.get("date") or headers.get("last-modified")  # moto in-process sends no Date
         try:
             self._skew = parsedate_to_datetime(date).timestamp() - self._clock()
         except (TypeError, ValueError, IndexError, AttributeError):
@@ -143,16 +146,21 @@ class AnnexLock:
                 return None
             raise
         self._learn_clock(response)
-        text = response["Body"].read()
         try:
-            body = json.loads(text.decode("utf-8"))
-            expires = float(body["expires"])
-        except (ValueError, KeyError, TypeError, AttributeError):
-            # not a lock this collection wrote: it lives LOCK_TTL from its last write
+            body = json.loads(response["Body"].read().decode("utf-8"))
+        except ValueError:
             body = None
-            modified = response.get("LastModified")
-            expires = (modified.timestamp() if modified else self.now()) + self.ttl
-        return _Seen(response.get("ETag"), body if isinstance(body, dict) else None, expires)
+        body = body if isinstance(body, dict) else None  # not a lock this collection wrote
+        try:
+            ttl = float(body["ttl"])
+        except (TypeError, KeyError, ValueError):
+            ttl = self.ttl
+        modified = response.get("LastModified")
+        if modified is not None:
+            expires = modified.timestamp() + ttl
+        else:  # pragma: no cover - S3 always sends Last-Modified
+            expires = float((body or {}).get("expires", 0))
+        return _Seen(response.get("ETag"), body, expires)
 
     def _write(self, body, **condition):
         response = call(self.s3, "PutObject", Bucket=self.bucket, Key=self.key, ContentType="application/json",
@@ -163,8 +171,10 @@ class AnnexLock:
 
     def _held_body(self):
         now = self.now()
+        self._writes += 1  # every write differs, so its ETag does
         return dict(annex=self.annex_id, state=HELD, holder=self.holder, acquired=int(self.acquired or now),
-                    expires=int(now + self.ttl), launches=self.previous + self.launches)
+                    expires=int(now + self.ttl), ttl=self.ttl, write=self._writes,
+                    launches=self.previous + self.launches)
 
     def _recent(self, launches):
         now = self.now()
