@@ -58,12 +58,15 @@ MAX_LOCK_TIMEOUT = 3600
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 5.0
 RELEASE_ATTEMPTS = 3
+FAST_RETRIES = 3  # conditional writes lost in a row before backing off
 
 HELD = "held"
 RELEASED = "released"
 # S3's answers to a conditional write that lost: the object changed (412), a concurrent
-# conditional write on the same key (409, retry), the object is gone (If-Match on a missing key).
-LOST_RACE = ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "404")
+# conditional write on the same key (409, retry), the object is gone (If-Match on a missing key);
+# the bare status codes are what botocore reports for an answer without a body.
+LOST_RACE = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404")
+CONFLICT = ("ConditionalRequestConflict", "409")
 
 
 def lock_key(annex_id):
@@ -186,6 +189,7 @@ class AnnexLock:
         deadline = self._monotonic() + self.timeout
         delay = BACKOFF_FIRST
         seen = None  # None: try to create the object
+        lost = 0
         while True:
             sent = self._monotonic()
             try:
@@ -205,10 +209,12 @@ class AnnexLock:
             except AnnexAWSError as exc:
                 if exc.code not in LOST_RACE:
                     raise
-                # another run wrote first: read again at once, but after a 409 (S3: a concurrent
-                # conditional write) back off; either way within the deadline
-                self._wait(deadline, seen, delay if exc.code == "ConditionalRequestConflict" else 0)
-                if exc.code == "ConditionalRequestConflict":
+                # another run wrote first: read again at once (whoever holds the lock now is
+                # then waited for), but after a 409 (S3: a concurrent conditional write) or
+                # several lost races in a row back off, within the deadline
+                lost += 1
+                if exc.code in CONFLICT or lost > FAST_RETRIES:
+                    self._wait(deadline, seen, delay)
                     delay = min(delay * 2, BACKOFF_MAX)
             else:  # held by another run
                 self._wait(deadline, seen, delay)
@@ -254,10 +260,10 @@ class AnnexLock:
                         call(self.s3, "DeleteObject", Bucket=self.bucket, Key=self.key, IfMatch=self.etag)
                     return
                 except AnnexAWSError as exc:
-                    if exc.code == "ConditionalRequestConflict" and attempt + 1 < RELEASE_ATTEMPTS:
+                    if exc.code in CONFLICT and attempt + 1 < RELEASE_ATTEMPTS:
                         self._sleep(BACKOFF_FIRST)
                         continue
-                    if exc.code in LOST_RACE and exc.code != "ConditionalRequestConflict":
+                    if exc.code in LOST_RACE and exc.code not in CONFLICT:
                         # our own release, retried by botocore after it took effect, or the lock ran
                         # out and another run holds it now: either way not ours to change
                         return
@@ -270,7 +276,11 @@ class AnnexLock:
             self.etag = None
 
     def __enter__(self):
-        return self.acquire()
+        try:
+            return self.acquire()
+        except BaseException:
+            self.release()  # a lock written just before a failure (a signal) in acquire
+            raise
 
     def __exit__(self, *exc_info):
         self.release()

@@ -32,6 +32,7 @@ from ansible.module_utils.testing import patch_module_args  # noqa: E402
 from ansible_collections.htcondor.annex.plugins.modules import annex, annex_setup  # noqa: E402
 from ansible_collections.htcondor.annex.plugins.module_utils.annex_lock import AnnexLock  # noqa: E402
 from ansible_collections.htcondor.annex.plugins.module_utils.aws import AWSConnection  # noqa: E402
+from ansible_collections.htcondor.annex.plugins.module_utils import pool_password  # noqa: E402
 
 REGION = "us-east-1"
 AMI = "ami-04681a1dbd79675a5"  # an AMI moto knows (Amazon Linux 2)
@@ -59,11 +60,6 @@ def no_recount(self, spot):
     return dict((ident, 1) for ident in self.result["instance_ids"])
 
 
-def _xor_password(password):
-    key = bytes.fromhex("deadbeef")
-    return bytes(b ^ key[i % 4] for i, b in enumerate(password.encode()))
-
-
 class Rig:
     def __init__(self, moto, tmp):
         self.moto = moto
@@ -75,7 +71,7 @@ class Rig:
         self.key_file.write_text("AKIACONCURRENCY00000\n")
         self.secret_file.write_text("concurrency-secret-not-real\n")
         self.password_file = self.tmp / "pool_password"
-        self.password_file.write_bytes(_xor_password("concurrency-pool-password"))
+        self.password_file.write_bytes(pool_password.encode("concurrency-pool-password"))
         for path in (self.key_file, self.secret_file, self.password_file):
             path.chmod(0o600)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ANSIBLE_"))}
