@@ -27,7 +27,7 @@ description:
     A changed O(duration) moves the lease end to now + O(duration); so does a run that launches workers
     and finds the lease ended (or ending within the lease rule's 5 minutes). A same-count re-run with the
     same O(duration) never revives an ended lease.
-  - Runs of one annex started together launch one after the other: a run with something to launch takes
+  - Runs of one annex started together launch one after the other. A run with something to launch takes
     the annex's launch lock (an S3 object in the setup bucket, written with conditional writes), counts
     again and launches only what is still missing, so together they never launch more than O(count) (or
     O(slots)). A run with nothing to launch takes no lock.
@@ -606,10 +606,12 @@ class Annex:
                 self.changed = True
                 lock.guard(self.ec2, ("RequestSpotFleet",) if spot else ("RunInstances",))
                 fleets = list(self.result["spot_fleet_request_ids"])
-                self.launch(events, setup, spot, requested - live, lease_end, old_rule, lease_changed)
-                lock.record([(ident, requested - live) for ident in self.result["spot_fleet_request_ids"]
-                             if ident not in fleets] if spot else
-                            [(ident, 1) for ident in self.result["launched_instance_ids"]])
+                try:
+                    self.launch(events, setup, spot, requested - live, lease_end, old_rule, lease_changed)
+                finally:  # what was launched counts for the next run, also if this one failed afterwards
+                    lock.record([(ident, requested - live) for ident in self.result["spot_fleet_request_ids"]
+                                 if ident not in fleets] if spot else
+                                [(ident, 1) for ident in self.result["launched_instance_ids"]])
         finally:
             for warning in lock.warnings:
                 self.module.warn(warning)
