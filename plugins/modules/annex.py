@@ -277,10 +277,12 @@ from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
 from ansible_collections.htcondor.annex.plugins.module_utils.annex_resources import (
-    ALL_INSTANCE_STATES, LIVE_FLEET_STATES, LIVE_INSTANCE_STATES, RULE_NOT_FOUND, cancel_fleets, delete_lease_rule,
-    delete_tarball, describe_lease_rule, find_fleets, find_instances, instance_ids, put_lease, put_lease_rule,
-    put_lease_target, put_tarball, tarball_exists, terminate_instances,
+    ALL_INSTANCE_STATES, LIVE_INSTANCE_STATES, RULE_NOT_FOUND, cancel_fleets, delete_lease_rule, delete_tarball,
+    describe_lease_rule, find_fleets, instance_ids, put_lease, put_lease_rule, put_lease_target, put_tarball,
+    tarball_exists, terminate_instances,
 )
+# the count under the launch lock (Annex.recount)
+from ansible_collections.htcondor.annex.plugins.module_utils.annex_resources import LIVE_FLEET_STATES, find_instances
 from ansible_collections.htcondor.annex.plugins.module_utils.annex_lock import (
     DEFAULT_LOCK_TIMEOUT, MAX_LOCK_TIMEOUT, AnnexLock,
 )
@@ -559,7 +561,8 @@ class Annex:
             self.notes.append("would launch %d %s%s" % (to_launch, "slots" if spot else "instances",
                                                         "" if spot else " from %s" % self.result["ami_id"]))
             return self.finish()
-        self.launch_exactly(events, setup, spot, requested, lease_end, rule, lease_changed)
+        self.launch_exactly(setup, spot, requested, lambda shortfall: self.launch(
+            events, setup, spot, shortfall, lease_end, rule, lease_changed))
         return self.finish()
 
     def worker_image(self):
@@ -587,48 +590,6 @@ class Annex:
         """The setup values (stacks' outputs, overridden by the setup option): read only when
         something is to be written, so a no-op re-run does not list the stacks."""
         return load_setup(self.conn.client("cloudformation"), self.params["setup"])
-
-    def launch_exactly(self, events, setup, spot, requested, lease_end, old_rule, lease_changed):
-        """launch() what is missing of `requested`, counted again under the annex's launch lock, so
-        runs of one annex started together launch one after the other (annex_lock.py)."""
-        self.changed = False  # waiting for the lock changes nothing
-        lock = AnnexLock(self.conn.client("s3"), setup["bucket"], self.name, timeout=self.params["lock_timeout"])
-        try:
-            with lock:
-                live, unlisted = lock.count_live(self.recount(spot))
-                kind = "slots" if spot else "instances"
-                self.result["live"] = live
-                self.result["spot_fleet_request_ids" if spot else "instance_ids"] += unlisted
-                if live >= requested:
-                    self.notes.append("annex %s: another run launched meanwhile, %d live %s: nothing launched" % (
-                        self.name, live, kind))
-                    return
-                self.changed = True
-                lock.guard(self.ec2, ("RequestSpotFleet",) if spot else ("RunInstances",))
-                fleets = list(self.result["spot_fleet_request_ids"])
-                try:
-                    self.launch(events, setup, spot, requested - live, lease_end, old_rule, lease_changed)
-                finally:  # what was launched counts for the next run, also if this one failed afterwards
-                    lock.record([(ident, requested - live) for ident in self.result["spot_fleet_request_ids"]
-                                 if ident not in fleets] if spot else
-                                [(ident, 1) for ident in self.result["launched_instance_ids"]])
-        finally:
-            for warning in lock.warnings:
-                self.module.warn(warning)
-
-    def recount(self, spot):
-        """{instance or fleet request id: live capacity, 0 when ended} of everything the annex has,
-        for the count under the lock (result updated with the live ones)."""
-        if spot:
-            fleets = find_fleets(self.ec2, self.name, states=None)
-            listed = dict((f["SpotFleetRequestId"], int(f["SpotFleetRequestConfig"].get("TargetCapacity", 0))
-                           if f.get("SpotFleetRequestState") in LIVE_FLEET_STATES else 0) for f in fleets)
-            self.result["spot_fleet_request_ids"] = sorted(k for k, v in listed.items() if v)
-        else:
-            listed = dict((i["InstanceId"], 1 if i["State"]["Name"] in LIVE_INSTANCE_STATES else 0)
-                          for i in find_instances(self.ec2, self.name))
-            self.result["instance_ids"] = sorted(k for k, v in listed.items() if v)
-        return listed
 
     def launch(self, events, setup, spot, to_launch, lease_end, old_rule, lease_changed):
         s3 = self.conn.client("s3")
@@ -739,6 +700,49 @@ class Annex:
         config["TagSpecifications"] = self.tag_specifications(["spot-fleet-request"])
         response = call(self.ec2, "RequestSpotFleet", SpotFleetRequestConfig=config)
         return response["SpotFleetRequestId"]
+
+    # ---------- launching under the annex's launch lock ----------
+    def launch_exactly(self, setup, spot, requested, launch):
+        """launch(shortfall) what is missing of `requested`, counted again under the annex's launch
+        lock, so runs of one annex started together launch one after the other (annex_lock.py)."""
+        self.changed = False  # waiting for the lock changes nothing
+        lock = AnnexLock(self.conn.client("s3"), setup["bucket"], self.name, timeout=self.params["lock_timeout"])
+        try:
+            with lock:
+                live, unlisted = lock.count_live(self.recount(spot))
+                kind = "slots" if spot else "instances"
+                self.result["live"] = live
+                self.result["spot_fleet_request_ids" if spot else "instance_ids"] += unlisted
+                if live >= requested:
+                    self.notes.append("annex %s: another run launched meanwhile, %d live %s: nothing launched" % (
+                        self.name, live, kind))
+                    return
+                self.changed = True
+                lock.guard(self.ec2, ("RequestSpotFleet",) if spot else ("RunInstances",))
+                fleets = list(self.result["spot_fleet_request_ids"])
+                try:
+                    launch(requested - live)
+                finally:  # what was launched counts for the next run, also if this one failed afterwards
+                    lock.record([(ident, requested - live) for ident in self.result["spot_fleet_request_ids"]
+                                 if ident not in fleets] if spot else
+                                [(ident, 1) for ident in self.result["launched_instance_ids"]])
+        finally:
+            for warning in lock.warnings:
+                self.module.warn(warning)
+
+    def recount(self, spot):
+        """{instance or fleet request id: live capacity, 0 when ended} of everything the annex has,
+        for the count under the lock (result updated with the live ones)."""
+        if spot:
+            fleets = find_fleets(self.ec2, self.name, states=None)
+            listed = dict((f["SpotFleetRequestId"], int(f["SpotFleetRequestConfig"].get("TargetCapacity", 0))
+                           if f.get("SpotFleetRequestState") in LIVE_FLEET_STATES else 0) for f in fleets)
+            self.result["spot_fleet_request_ids"] = sorted(k for k, v in listed.items() if v)
+        else:
+            listed = dict((i["InstanceId"], 1 if i["State"]["Name"] in LIVE_INSTANCE_STATES else 0)
+                          for i in find_instances(self.ec2, self.name))
+            self.result["instance_ids"] = sorted(k for k, v in listed.items() if v)
+        return listed
 
     # ---------- absent ----------
     def absent(self):
