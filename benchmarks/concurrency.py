@@ -74,7 +74,7 @@ def summary(rows, count):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--trials", type=int, default=10, help="K: trials (fresh annex each)")
     parser.add_argument("--runs", type=int, default=3, help="N: runs started together per trial")
     parser.add_argument("--count", type=int, default=2, help="the count every run asks for")
@@ -91,13 +91,13 @@ def main():
     print("%d trials x %d runs of one annex started together, count=%d (moto, S3 conditional writes atomic)" % (
         opts.trials, opts.runs, opts.count))
     print()
-    print("%-17s | %6s | %19s | %25s | %8s | %13s" % ("", "trials", "trials overshooting", "instances over the count",
-                                                     "max live", "s per trial"))
+    header = ("", "trials", "trials overshooting", "instances over the count", "max live", "s per trial")
+    print("%-17s | %6s | %19s | %25s | %8s | %13s" % header)
     print("%s-+-%s-+-%s-+-%s-+-%s-+-%s" % ("-" * 17, "-" * 6, "-" * 19, "-" * 25, "-" * 8, "-" * 13))
     for label, key in (("with the lock", "with_lock"), ("without the lock", "without_lock")):
         row = figures[key]
-        print("%-17s | %6d | %19d | %25d | %8d | %13.2f" % (label, row["trials"], row["overshooting"],
-                                                           row["over_total"], row["max_live"], row["seconds"]))
+        values = (label, row["trials"], row["overshooting"], row["over_total"], row["max_live"], row["seconds"])
+        print("%-17s | %6d | %19d | %25d | %8d | %13.2f" % values)
     print()
     print("AWS calls of one run (no other run at the same time)")
     print()
