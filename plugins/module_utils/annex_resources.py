@@ -51,13 +51,13 @@ def instance_ids(ec2, name, states=LIVE_INSTANCE_STATES):
 
 
 # ---------- Spot Fleet requests ----------
-def find_fleets(ec2, name=None):
-    """Live Spot Fleet requests of annex `name` (None: of every annex)."""
+def find_fleets(ec2, name=None, states=LIVE_FLEET_STATES):
+    """Spot Fleet requests of annex `name` (None: of every annex) in `states` (None: any)."""
     found = []
     for fleet in paginate(ec2, "DescribeSpotFleetRequests", "SpotFleetRequestConfigs"):
         annex = proto.fleet_annex_id(fleet)
         if annex and (name is None or annex == name) and \
-                fleet.get("SpotFleetRequestState") in LIVE_FLEET_STATES:
+                (states is None or fleet.get("SpotFleetRequestState") in states):
             found.append(fleet)
     return found
 
@@ -179,16 +179,28 @@ def delete_tarball(s3, bucket, name):
     call(s3, "DeleteObject", Bucket=bucket, Key=proto.tarball_key(name))
 
 
-def tarball_keys(s3, bucket):
-    """Keys of every config-<AnnexID>.tar.gz in the bucket (ListObjectsV2, 1000 a page); none when
-    the bucket is gone."""
+def _keys(s3, bucket, prefix=""):
+    """Keys in the bucket under prefix (ListObjectsV2, 1000 a page); none when the bucket is gone."""
     try:
-        objects = paginate(s3, "ListObjectsV2", "Contents", Bucket=bucket, Prefix=proto.TARBALL_PREFIX)
+        objects = paginate(s3, "ListObjectsV2", "Contents", Bucket=bucket, Prefix=prefix)
     except AnnexAWSError as exc:
         if is_not_found(exc, "NoSuchBucket"):
             return []
         raise
-    return [o["Key"] for o in objects if proto.annex_id_from_key(o["Key"])]
+    return [o["Key"] for o in objects]
+
+
+def tarball_keys(s3, bucket):
+    """Keys of every config-<AnnexID>.tar.gz in the bucket."""
+    return [k for k in _keys(s3, bucket, proto.TARBALL_PREFIX) if proto.annex_id_from_key(k)]
+
+
+def annex_object_keys(s3, bucket, other_prefix):
+    """(tarball keys, keys under other_prefix, e.g. the launch locks) from ONE listing of the
+    setup's bucket, which holds only the project's objects."""
+    keys = _keys(s3, bucket)
+    return ([k for k in keys if proto.annex_id_from_key(k)],
+            [k for k in keys if k.startswith(other_prefix)])
 
 
 def delete_tarballs(s3, bucket, keys):

@@ -17,8 +17,8 @@ description:
     so workers booted from any annex-compatible AMI (stock C(condor-annex-ec2) boot script) join the pool.
   - Uploads the worker configuration tarball C(config-<name>.tar.gz) (rendered for the pool's HTCondor
     version; holds the pool password, which goes nowhere else) to the private setup bucket, with the lease
-    (its end and duration) as the object's metadata, in one C(PutObject), then launches all workers with ONE
-    C(RunInstances) (or C(RequestSpotFleet)) call. Every 5 minutes the setup's lease function ends the annexes
+    (its end and duration) as the object's metadata, in one C(PutObject), then launches the workers with one
+    C(RunInstances) per subnet, spread over the subnets' zones (or one C(RequestSpotFleet)). Every 5 minutes the setup's lease function ends the annexes
     whose lease has ended.
   - The lease is also enforced on the workers, whose HTCondor exits at lease end so the instance halts
     and terminates even if the cloud-side schedule fails.
@@ -36,6 +36,12 @@ description:
     Fleet requests (terminating their instances), terminates its instances, deletes its tarball and lease,
     and the lease rules C(condor_annex) made for it (found through the lease functions; a rule is deleted
     only when all its targets are lease functions). O(all_annexes=true) does this for every annex.
+  - Runs of one annex started together launch one after the other. A run with something to launch takes
+    the annex's launch lock (an S3 object in the setup bucket, written with conditional writes), counts
+    again and launches only what is still missing, so together they never launch more than O(count) (or
+    O(slots)). A run with nothing to launch takes no lock.
+  - SIGINT and SIGTERM are handled as any failure: the launch lock is released and the message says what
+    may be left.
   - Runs on the central manager, which holds the pool password file.
 author:
   - HTCondor annex maintainers (@htcondor-annex)
@@ -180,6 +186,13 @@ options:
     description: With O(state=absent), send C(condor_off -annex NAME) first (where HTCondor is reachable).
     type: bool
     default: true
+  lock_timeout:
+    description:
+      - Seconds to wait for the annex's launch lock while another run of the same annex is launching
+        (0 to 3600); then the module fails naming the run that holds it. The default outwaits a lock whose
+        run died (a lock expires after 300 s).
+    type: int
+    default: 360
 extends_documentation_fragment:
   - htcondor.annex.aws
 '''
@@ -302,10 +315,14 @@ from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
 from ansible_collections.htcondor.annex.plugins.module_utils.annex_resources import (
-    ALL_INSTANCE_STATES, LIVE_INSTANCE_STATES, cancel_fleets, delete_tarball, delete_tarballs, find_fleets,
+    ALL_INSTANCE_STATES, LIVE_FLEET_STATES, LIVE_INSTANCE_STATES, cancel_fleets, delete_tarball, delete_tarballs, find_fleets,
     find_instances, head_tarball, instance_annex, instance_ids, lease_rules, put_tarball, remove_lease_rule,
-    tarball_keys, terminate_instances,
+    annex_object_keys, terminate_instances,
 )
+from ansible_collections.htcondor.annex.plugins.module_utils.annex_lock import (
+    DEFAULT_LOCK_TIMEOUT, LOCK_KEY_PREFIX, MAX_LOCK_TIMEOUT, AnnexLock,
+)
+from ansible_collections.htcondor.annex.plugins.module_utils.interrupt import ModuleInterrupted, signals_as_exceptions
 from ansible_collections.htcondor.annex.plugins.module_utils.cloudformation import load_setup
 from ansible_collections.htcondor.annex.plugins.module_utils.files import read_text
 from ansible_collections.htcondor.annex.plugins.module_utils import network
@@ -349,6 +366,7 @@ def argument_spec():
         subnet_ids=dict(type="list", elements="str"),
         user_config_path=dict(type="path"),
         condor_off=dict(type="bool", default=True),
+        lock_timeout=dict(type="int", default=DEFAULT_LOCK_TIMEOUT),
     )
     return spec
 
@@ -411,6 +429,8 @@ def validate(params):
         raise InputError("give either count (on-demand instances) or slots (Spot Fleet), not both")
     if count is None and slots is None:
         raise InputError("state=present needs count (on-demand instances) or slots (Spot Fleet capacity)")
+    if not 0 <= params["lock_timeout"] <= MAX_LOCK_TIMEOUT:
+        raise InputError("lock_timeout must be 0 to %d seconds (got %d)" % (MAX_LOCK_TIMEOUT, params["lock_timeout"]))
     if params["max_instances"] < 1:
         raise InputError("max_instances must be at least 1 (got %d)" % params["max_instances"])
     what, number = ("count", count) if count is not None else ("slots", slots)
@@ -603,7 +623,8 @@ class Annex:
             self.notes.append("would launch %d %s%s" % (to_launch, "slots" if spot else "instances",
                                                         "" if spot else " from %s" % self.result["ami_id"]))
             return self.finish()
-        self.launch(setup, spot, to_launch, lease_end)
+        self.launch_exactly(setup, spot, requested, lambda shortfall: self.launch(
+            setup, spot, shortfall, lease_end))
         return self.finish()
 
     def present_in(self, bucket):
@@ -807,6 +828,49 @@ class Annex:
         response = call(self.ec2, "RequestSpotFleet", SpotFleetRequestConfig=config)
         return response["SpotFleetRequestId"]
 
+    # ---------- launching under the annex's launch lock ----------
+    def launch_exactly(self, setup, spot, requested, launch):
+        """launch(shortfall) what is missing of `requested`, counted again under the annex's launch
+        lock, so runs of one annex started together launch one after the other (annex_lock.py)."""
+        self.changed = False  # waiting for the lock changes nothing
+        lock = AnnexLock(self.conn.client("s3"), setup["bucket"], self.name, timeout=self.params["lock_timeout"])
+        try:
+            with lock:
+                live, unlisted = lock.count_live(self.recount(spot))
+                kind = "slots" if spot else "instances"
+                self.result["live"] = live
+                self.result["spot_fleet_request_ids" if spot else "instance_ids"] += unlisted
+                if live >= requested:
+                    self.notes.append("annex %s: another run launched meanwhile, %d live %s: nothing launched" % (
+                        self.name, live, kind))
+                    return
+                self.changed = True
+                lock.guard(self.ec2, ("RequestSpotFleet",) if spot else ("RunInstances",))
+                fleets = list(self.result["spot_fleet_request_ids"])
+                try:
+                    launch(requested - live)
+                finally:  # what was launched counts for the next run, also if this one failed afterwards
+                    lock.record([(ident, requested - live) for ident in self.result["spot_fleet_request_ids"]
+                                 if ident not in fleets] if spot else
+                                [(ident, 1) for ident in self.result["launched_instance_ids"]])
+        finally:
+            for warning in lock.warnings:
+                self.module.warn(warning)
+
+    def recount(self, spot):
+        """{instance or fleet request id: live capacity, 0 when ended} of everything the annex has,
+        for the count under the lock (result updated with the live ones)."""
+        if spot:
+            fleets = find_fleets(self.ec2, self.name, states=None)
+            listed = dict((f["SpotFleetRequestId"], int(f["SpotFleetRequestConfig"].get("TargetCapacity", 0))
+                           if f.get("SpotFleetRequestState") in LIVE_FLEET_STATES else 0) for f in fleets)
+            self.result["spot_fleet_request_ids"] = sorted(k for k, v in listed.items() if v)
+        else:
+            listed = dict((i["InstanceId"], 1 if i["State"]["Name"] in LIVE_INSTANCE_STATES else 0)
+                          for i in find_instances(self.ec2, self.name))
+            self.result["instance_ids"] = sorted(k for k, v in listed.items() if v)
+        return listed
+
     # ---------- absent ----------
     def removal_setup(self):
         """The setup for a removal (empty when it is gone: instances may outlive it)."""
@@ -831,7 +895,11 @@ class Annex:
         has_tarball = bool(setup.get("bucket")) and head_tarball(s3, setup["bucket"], self.name) is not None
         functions = self.lease_functions(setup)
         rules = lease_rules(events, functions, self.name)
-        if not (instances or fleets or rules or has_tarball):
+        lock = AnnexLock(s3, setup["bucket"], self.name) if setup.get("bucket") else None
+        lock_record = lock.record_left() if lock else None
+        for warning in lock.warnings if lock else []:
+            self.module.warn(warning)
+        if not (instances or fleets or rules or has_tarball or lock_record):
             self.notes.append("annex %s does not exist" % self.name)
             return self.finish()
         self.changed = True
@@ -851,6 +919,8 @@ class Annex:
             remove_lease_rule(events, rule, targets, functions)
         if has_tarball:  # last: the lease goes only once the workers are ended
             delete_tarball(s3, setup["bucket"], self.name)
+        if lock_record:
+            lock.discard(lock_record)
         self.notes.append("annex %s removed: %d instances terminated, %d fleets cancelled, lease %s" % (
             self.name, len(instances), len(fleets), "deleted" if has_tarball else "already gone"))
         return self.finish()
@@ -863,7 +933,8 @@ class Annex:
         instances = find_instances(ec2, None, ALL_INSTANCE_STATES)
         fleets = find_fleets(ec2)
         setup = self.removal_setup()
-        keys = tarball_keys(s3, setup["bucket"]) if setup.get("bucket") else []
+        # the tarballs (with their leases) and the launch locks the annexes' runs left released
+        keys, locks = annex_object_keys(s3, setup["bucket"], LOCK_KEY_PREFIX) if setup.get("bucket") else ([], [])
         functions = self.lease_functions(setup)
         rules = lease_rules(events, functions)
         names = set(instance_annex(i) for i in instances) | set(proto.fleet_annex_id(f) for f in fleets)
@@ -889,7 +960,7 @@ class Annex:
         terminate_instances(ec2, ids)
         for rule, (_annex, targets) in sorted(rules.items()):
             remove_lease_rule(events, rule, targets, functions)
-        delete_tarballs(s3, setup.get("bucket"), keys)
+        delete_tarballs(s3, setup.get("bucket"), keys + locks)
         self.notes.append("removed %d annexes (%s): %d instances terminated, %d fleets cancelled, %d leases "
                           "deleted" % (len(self.result["removed_annexes"]), ", ".join(self.result["removed_annexes"]),
                                        len(ids), len(fleets), len(keys)))
@@ -909,13 +980,21 @@ def main():
     annex = None
     condor = CondorCLI(module)
     try:
-        spot_config = validate(module.params)
-        conn = AWSConnection.from_params(module.params)
-        annex = Annex(module, conn, condor, spot_config)
-        result = annex.present() if module.params["state"] == "present" else annex.absent()
+        with signals_as_exceptions():
+            spot_config = validate(module.params)
+            conn = AWSConnection.from_params(module.params)
+            annex = Annex(module, conn, condor, spot_config)
+            result = annex.present() if module.params["state"] == "present" else annex.absent()
     except (InputError, AnnexAWSError) as exc:
         module.fail_json(msg=str(exc) if isinstance(exc, InputError) else exc.message,
                          changed=bool(annex and annex.changed))
+    except ModuleInterrupted as exc:
+        # the launch lock was released on the way out (warnings say what not); a tarball and lease put
+        # before the signal stay, as after any failure
+        changed = bool(annex and annex.changed)
+        module.fail_json(msg="%s: %s" % (exc.message, "nothing was changed" if not changed else
+                                         "annex %s may be left part-way: run again to complete it, or remove it "
+                                         "with state=absent" % module.params["name"]), changed=changed)
     for warning in condor.warnings:
         module.warn(warning)
     module.exit_json(**result)

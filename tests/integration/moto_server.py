@@ -44,9 +44,11 @@ def _moto_server_binary():
 class MotoServer:
     """``with MotoServer() as moto: moto.url`` — a fresh moto server, killed on exit."""
 
-    def __init__(self, record=False, validate=True):
+    def __init__(self, record=False, validate=True, strict_s3=False):
         self.record = record
         self.validate = validate
+        # S3 conditional writes atomic, as on S3 (strict_moto.py says why moto's are not)
+        self.strict_s3 = strict_s3
         self.port = None
         self.proc = None
         self.workdir = None
@@ -76,8 +78,10 @@ class MotoServer:
         for _attempt in range(3):  # a port picked as free can be taken in between: retry, bounded
             self.port = _free_port()
             log = open(self.log_path, "ab")
+            server = [sys.executable, str(Path(__file__).with_name("strict_moto.py"))] if self.strict_s3 else \
+                [_moto_server_binary()]
             self.proc = subprocess.Popen(
-                [_moto_server_binary(), "-H", "127.0.0.1", "-p", str(self.port)],
+                server + ["-H", "127.0.0.1", "-p", str(self.port)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 cwd=self.workdir, start_new_session=True,
             )

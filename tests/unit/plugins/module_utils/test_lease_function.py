@@ -21,6 +21,7 @@ from annex_helpers import REGION, aws_env, inventory, moto, run_module, setup_po
 from ansible_collections.htcondor.annex.plugins.modules import annex
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
 from ansible_collections.htcondor.annex.plugins.module_utils import lease_function
+from ansible_collections.htcondor.annex.plugins.module_utils.annex_lock import lock_key
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 AMI = "ami-04681a1dbd79675a5"
@@ -62,7 +63,8 @@ def live(name):
 
 
 def objects(world):
-    return inventory()["objects"][world["setup"]["bucket"]]
+    """The tarballs in the setup bucket (the launch lock objects aside)."""
+    return [k for k in inventory()["objects"][world["setup"]["bucket"]] if k.startswith("config-")]
 
 
 # ---------------------------------------------------------------- the sweep
@@ -86,6 +88,10 @@ def test_sweep_ends_only_the_annexes_whose_lease_ended(world):
     assert lease_function.handler(SWEEP, None, now=world["end"] + 301)["terminated"] == []
     later = lease_function.handler(SWEEP, None, now=world["other_end"] + 1)
     assert later["ended"] == ["lease10"] and live("lease10") == [] and objects(world) == []
+    # besides tarballs, the bucket holds the launch lock objects the two launches left released
+    # (annex_lock.py: the lease function leaves them; state=absent or the setup's removal deletes them)
+    others = [k for k in inventory()["objects"][world["setup"]["bucket"]] if not k.startswith("config-")]
+    assert others == [lock_key("lease1"), lock_key("lease10")]
 
 
 def test_sweep_leaves_tarballs_without_a_lease_alone(world):

@@ -7,6 +7,7 @@ import io
 import json
 import re
 import tarfile
+import time
 
 import boto3
 import pytest
@@ -269,6 +270,52 @@ def test_absent_of_a_spot_fleet_annex_whose_instances_are_gone(pool):
     assert run_module(annex, dict(name="s1", state="absent"))["changed"] is False
 
 
+# ---------------------------------------------------------------- the launch lock (runs at once)
+
+LOCK_KEY = "htcondor-annex/locks/a1.json"
+
+
+def _plant_lock(pool, state="held", launches=()):
+    """The lock object of another run of annex a1 (holder "other-host" pid 4242)."""
+    now = int(time.time())
+    body = dict(annex="a1", state=state, holder=dict(host="other-host", pid=4242, id="other"), acquired=now,
+                expires=now + 300, ttl=300, launches=[dict(id=i, capacity=1, at=now) for i in launches])
+    s3 = boto3.client("s3", region_name=REGION)
+    return s3.put_object(Bucket=pool["setup"]["bucket"], Key=LOCK_KEY, Body=json.dumps(body).encode())["ETag"]
+
+
+def test_a_launch_while_another_run_holds_the_lock_fails_clearly_and_creates_nothing(pool):
+    etag = _plant_lock(pool)
+    before = inventory()
+    result = launch(pool, lock_timeout=0)
+    assert result["failed"] and result["changed"] is False, result
+    assert "another run is launching its workers" in result["msg"] and "other-host pid 4242" in result["msg"]
+    assert inventory() == before
+    head = boto3.client("s3", region_name=REGION).head_object(Bucket=pool["setup"]["bucket"], Key=LOCK_KEY)
+    assert head["ETag"] == etag
+
+
+def test_launches_of_the_previous_holder_count_until_listed(pool):
+    """DescribeInstances may not list instances launched a moment ago: the ones the previous
+    holder recorded count, unless listed as ended."""
+    _plant_lock(pool, state="released", launches=["i-0123456789abcdef0", "i-0123456789abcdef1"])
+    result = launch(pool)
+    assert result["changed"] is False and result["launched_instance_ids"] == [], result
+    assert result["live"] == 2 and "another run launched meanwhile" in result["msg"], result
+    assert instances() == []
+    grown = launch(pool, count=3)  # one more than those two
+    assert len(grown["launched_instance_ids"]) == 1 and grown["live"] == 3, grown
+
+
+def test_a_same_count_rerun_and_check_mode_take_no_lock(pool):
+    launch(pool)
+    s3 = boto3.client("s3", region_name=REGION)
+    etag = s3.head_object(Bucket=pool["setup"]["bucket"], Key=LOCK_KEY)["ETag"]  # released, handing on
+    assert launch(pool)["changed"] is False
+    assert launch(pool, count=3, check_mode=True)["changed"] is True
+    assert s3.head_object(Bucket=pool["setup"]["bucket"], Key=LOCK_KEY)["ETag"] == etag
+
+
 # ---------------------------------------------------------------- rollback and throttling
 
 def _inject_failure(monkeypatch, operation, code, times):
@@ -506,6 +553,8 @@ BAD = [
     ("tag_value_ampersand", dict(tags={"lab": "R&D"}), "the value contains '&'"),
     ("tags_over_50_with_ours", dict(tags=dict(("k%d" % i, "v") for i in range(48))),
      "51 tags: AWS allows at most 50 per resource"),
+    ("lock_timeout_negative", dict(lock_timeout=-1), "lock_timeout must be 0 to 3600 seconds (got -1)"),
+    ("lock_timeout_huge", dict(lock_timeout=3601), "lock_timeout must be 0 to 3600 seconds (got 3601)"),
 ]
 
 

@@ -16,6 +16,7 @@ from annex_helpers import REGION, aws_env, inventory, moto, run_module, setup_po
 from ansible_collections.htcondor.annex.plugins.modules import annex
 from ansible_collections.htcondor.annex.plugins.module_utils import worker_image as wi
 from ansible_collections.htcondor.annex.plugins.module_utils.aws import AnnexAWSError, AWSConnection
+from ansible_collections.htcondor.annex.plugins.module_utils.annex_lock import LOCK_KEY_PREFIX
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -83,11 +84,14 @@ class Calls:
 
     def __init__(self, monkeypatch):
         self.names = []
+        self.lock = []  # the S3 calls on the annex's launch lock (annex_lock.py), also in names
         original = botocore.client.BaseClient._make_api_call
-        names = self.names
+        names, lock = self.names, self.lock
 
         def recorded(client, operation_name, api_params):
             names.append(operation_name)
+            if str(api_params.get("Key", "")).startswith(LOCK_KEY_PREFIX):
+                lock.append(operation_name)
             return original(client, operation_name, api_params)
 
         monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", recorded)
@@ -280,15 +284,21 @@ def test_same_count_rerun_makes_no_image_lookup(pool, monkeypatch):
     # a no-op re-run reads only what idempotence needs: no stack listing (issue 10: at most 2 calls)
     assert sorted(calls.names) == ["DescribeInstances", "HeadObject"], calls.names
     assert again["ami_id"] is None and again["ami_source"] is None, again
-    del calls.names[:]
+    del calls.names[:], calls.lock[:]
     grown = launch(pool, count=3)  # launching again: looks the image up again
     assert len(grown["launched_instance_ids"]) == 1 and grown["ami_id"] == wanted, grown
     assert calls.names.count("DescribeImages") == 1, calls.names
     # a grow that keeps the lease reads it and writes it with the tarball in one PutObject (issue 10:
-    # 5 calls besides the image lookup)
+    # 5 calls besides the image lookup), plus the launch lock: its S3 calls (the lock object of the
+    # first launch is there, released: PutObject refused, GetObject, PutObject taking it over,
+    # PutObject releasing it with this launch recorded) and the count again under it (DescribeInstances)
     lookup = ("DescribeImages", "DescribeInstanceTypes")
-    assert sorted(n for n in calls.names if n not in lookup) == [
+    names = list(calls.names)
+    for name in calls.lock + ["DescribeInstances"]:
+        names.remove(name)
+    assert sorted(n for n in names if n not in lookup) == [
         "DescribeInstances", "DescribeStacks", "HeadObject", "PutObject", "RunInstances"], calls.names
+    assert calls.lock == ["PutObject", "GetObject", "PutObject", "PutObject"], calls.lock
     assert {i["ImageId"] for i in annex_instances()} == {wanted}
 
 
