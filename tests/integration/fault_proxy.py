@@ -285,6 +285,13 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request, client_address):
+        """A client that went away (a module process interrupted while its call was held, a reset
+        on purpose) is part of the test, not an error worth a traceback; anything else is kept."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
+            self.proxy.errors.append(repr(error))
+
 
 class FaultProxy:
     """``with FaultProxy(moto.url) as proxy: proxy.url`` -- see the module docstring."""
@@ -297,6 +304,7 @@ class FaultProxy:
         self.calls = []
         self.rules = []
         self.launches = {}  # (action, client token) -> first successful answer
+        self.errors = []  # unexpected exceptions in request handlers (forwarding failures)
         self._counts = {}
         self._lock = threading.Lock()
         self._token_locks = {}
