@@ -8,7 +8,7 @@ lost, throttled beyond the modules' retries, connection reset after taking effec
 call is held), then one re-run with the same arguments, then the checks (fault_rig.failures).
 
 Quick part (every run of the suite): launch, grow, extend and absent under the four AWS faults on
-each write (one, throttling, on each read), and SIGINT at each call of a launch. Full part (``-m slow``; not run by default, see pytest.ini): SIGINT
+each write (one, throttling, on each read), and SIGINT at each call of a launch. Full part (``-m slow``; skipped unless the -m expression names it): SIGINT
 at each call of every operation, and annex_setup / teardown under every fault.
 One moto server and one proxy for the whole file.
 """
@@ -22,6 +22,10 @@ import fault_rig  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
+# The slow part runs only when the -m expression names it: a plain run of the suite, or
+# -m integration, stays quick. (A string condition: pytest evaluates it with `config` at hand.)
+only_when_asked = pytest.mark.skipif("'slow' not in (config.option.markexpr or '')",
+                                     reason="the full fault matrix runs with -m slow")
 AWS_FAULTS = ("before", "after", "throttle", "reset")
 # In the quick part a read gets one fault: a read that fails changed nothing whichever way it
 # failed, so the four modes give the module the same situation (an error, nothing done).
@@ -57,14 +61,16 @@ def test_sigint_during_launch(rig):
     run_cells(rig, "launch", ("sigint",))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("op", ["grow", "extend", "absent", "setup", "teardown"])
+@pytest.mark.slow
+@only_when_asked
 def test_sigint_full(rig, op):
     run_cells(rig, op, ("sigint",))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("op", ["setup", "teardown"])
+@pytest.mark.slow
+@only_when_asked
 def test_aws_faults_setup_and_teardown(rig, op):
     run_cells(rig, op, AWS_FAULTS)
 
