@@ -10,7 +10,7 @@ fault, one ordinary re-run with the same arguments, the invariant check (live an
 without lease or tarball = orphans) and the teardown check (what is left of the annex, or of the
 whole project for setup/teardown). Prints, per operation and mode, the faults tried, the cells
 that left orphans (and how many instances) and the cells that left something after teardown; then
-each failing cell. Exit status 0 even when cells fail (these are figures); 2 when the rig fails.
+each failing cell (and on stderr each cell as it ends). Exit status 0 even when cells fail (these are figures); 2 when the rig fails.
 """
 import argparse
 import collections
@@ -51,6 +51,7 @@ def main():
             row["leftover cells"] += bool(cell["leftovers"])
             row["re-run failed"] += bool(cell["rerun"].get("failed"))
             wrong = fault_rig.failures(cell)
+            print("%s: %s" % (fault_rig.cell_id(op, target, mode), "; ".join(wrong) or "ok"), file=sys.stderr, flush=True)
             if wrong:
                 failing.append((fault_rig.cell_id(op, target, mode), wrong))
             outcomes.append(dict(op=op, target=list(target), mode=mode, failures=wrong,
