@@ -19,6 +19,11 @@ moto server, for the first count: launch, same-count re-run, grow by one, remova
 the wall time and the module's own time (wall - API waits) of each run. Targets: a same-count
 re-run at most 2 calls, a grow that keeps the lease 5, per-run module time no more than
 ec2_instance's.
+Then (issue 10 item 8, the lease store) removing A annexes of W workers each, for A = 1, 5, 10
+(--teardown-annexes, --teardown-workers): htcondor.annex.annex all_annexes=true (what
+teardown.yml runs) against amazon.aws.ec2_instance state=absent, one run per annex filtered by its
+tag (how a playbook removes annexes one by one with it). Target: the annex module's calls the same
+for every A.
 Missed targets are reported, not fatal: the exit status is non-zero only when a launch fails.
 """
 import argparse
@@ -208,6 +213,58 @@ def print_side_by_side(rows, count):
           f"(target annex <= ec2_instance: {'met' if mine <= theirs else 'MISSED'})")
 
 
+def teardown_side_by_side(bench, sizes, workers):
+    """Calls and seconds to remove A annexes of `workers` workers each: the annex module once with
+    all_annexes=true, and ec2_instance state=absent once per annex (its annex's tag)."""
+    rows = []
+    for annexes in sizes:
+        row = {"annexes": annexes, "workers": workers}
+        names = ["Td%dx%d" % (annexes, i) for i in range(annexes)]
+        for name in names:
+            result, _secs = bench.module("annex", launch_args(bench, name, workers))
+            if result.get("failed"):
+                print(f"teardown {annexes}: launching {name} failed: {result.get('msg')}", file=sys.stderr)
+        result, secs, calls, _spent = bench.measured("annex", {"all_annexes": True, "state": "absent",
+                                                               "condor_off": False})
+        if result.get("failed") or sorted(result.get("removed_annexes") or []) != sorted(names):
+            print(f"teardown {annexes}: annex removal failed: {result.get('msg')}", file=sys.stderr)
+        row["annex"] = {"calls": sum(calls.values()), "seconds": round(secs, 3), "actions": fmt_actions(calls),
+                        "failed": bool(result.get("failed"))}
+        total_calls, total_secs, merged = 0, 0.0, {}
+        for name in names:
+            bench.module(EC2_INSTANCE, ec2_instance_args("Ec2" + name, workers))
+        for name in names:
+            result, secs, calls, _spent = bench.measured(EC2_INSTANCE, ec2_instance_args("Ec2" + name, workers,
+                                                                                          "absent"))
+            total_calls += sum(calls.values())
+            total_secs += secs
+            for key, n in calls.items():
+                merged[key] = merged.get(key, 0) + n
+        row["ec2_instance"] = {"calls": total_calls, "seconds": round(total_secs, 3), "actions": fmt_actions(merged)}
+        rows.append(row)
+    return rows
+
+
+def print_teardown(rows):
+    print()
+    print(f"removing A annexes of {rows[0]['workers']} workers: htcondor.annex.annex all_annexes=true (one run) vs "
+          "amazon.aws.ec2_instance state=absent (one run per annex)")
+    print()
+    print(f"{'A':>3} | {'annex calls':>11} | {'annex s':>7} | {'ec2_instance calls':>18} | {'ec2_instance s':>14}")
+    print(f"{'-' * 3}-+-{'-' * 11}-+-{'-' * 7}-+-{'-' * 18}-+-{'-' * 14}")
+    for row in rows:
+        print(f"{row['annexes']:>3} | {row['annex']['calls']:>11} | {row['annex']['seconds']:>7.2f} | "
+              f"{row['ec2_instance']['calls']:>18} | {row['ec2_instance']['seconds']:>14.2f}")
+    print()
+    for row in rows:
+        print(f"A={row['annexes']:<3} annex: {row['annex']['actions']}")
+        print(f"{'':<5} ec2_instance: {row['ec2_instance']['actions']}")
+    constant = len({r["annex"]["calls"] for r in rows}) == 1
+    print()
+    print(f"annex removal calls independent of A: {'met' if constant else 'MISSED'} "
+          f"({', '.join(str(r['annex']['calls']) for r in rows)})")
+
+
 def fmt_actions(counter):
     return ", ".join(f"{action} {n}" if n > 1 else action
                      for (_service, action), n in sorted(counter.items(), key=lambda kv: kv[0][1]))
@@ -216,6 +273,9 @@ def fmt_actions(counter):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--counts", default="1,10,100,1000")
+    parser.add_argument("--teardown-annexes", default="1,5,10",
+                        help="numbers of annexes removed at once (empty: skip)")
+    parser.add_argument("--teardown-workers", type=int, default=10, help="workers per annex removed")
     parser.add_argument("--json", help="also write the figures to this file")
     opts = parser.parse_args()
     counts = [int(c) for c in opts.counts.split(",")]
@@ -253,6 +313,8 @@ def main():
                          "launch_text": fmt_actions(calls), "rerun_text": fmt_actions(calls2)})
 
         side = side_by_side(bench, counts[0]) if counts else []
+        sizes = [int(a) for a in opts.teardown_annexes.split(",") if a.strip()]
+        teardown = teardown_side_by_side(bench, sizes, opts.teardown_workers) if sizes else []
 
     print()
     print("wall s = the module process; API s = of which waiting for AWS (moto) answers, RunInstances")
@@ -294,8 +356,12 @@ def main():
     if side:
         print_side_by_side(side, counts[0])
         failed = failed or any(r["annex"]["failed"] for r in side)
+    if teardown:
+        print_teardown(teardown)
+        failed = failed or any(r["annex"]["failed"] for r in teardown)
     if opts.json:
-        Path(opts.json).write_text(json.dumps({"launches": rows, "side_by_side": side}, indent=2))
+        Path(opts.json).write_text(json.dumps({"launches": rows, "side_by_side": side, "teardown": teardown},
+                                              indent=2))
     return 1 if failed else 0
 
 

@@ -11,8 +11,10 @@ loop is bounded (--max-seconds, and it exits when moto stays unreachable). Each 
 - a worker container that halted (idle shutdown, lease) -> TerminateInstances in moto (its
   shutdown behaviour is "terminate");
 - an instance moto reports terminated/stopped/gone -> its container is removed;
-- lease rules (EventBridge, which moto cannot fire) -> the lease function handler
-  (plugins/module_utils/lease_function.py) is called in-process on the rule's schedule.
+- rules targeting a lease function (EventBridge, which moto cannot fire): the setup stack's sweep
+  rule and condor_annex's per-annex rules -> the lease function handler
+  (plugins/module_utils/lease_function.py) is called in-process on the rule's schedule, with the
+  function's environment and a context naming it, as Lambda calls it.
 """
 import argparse
 import ast
@@ -73,6 +75,7 @@ class Agent:
         self.ec2 = self.session.client("ec2")
         self.iam = self.session.client("iam")
         self.events = self.session.client("events")
+        self.lam = self.session.client("lambda")
         self.lease_handler = load_lease_handler()
         self.lease_last = {}
         self.policies_ok = set()
@@ -250,6 +253,8 @@ class Agent:
         self.leases()
 
     def leases(self):
+        """Fire, on their schedule, the rules whose target is a lease function: the setup stack's
+        sweep rule ({"Sweep": true}) and any per-annex rule condor_annex made."""
         now = time.time()
         for page in self.events.get_paginator("list_rules").paginate():
             for rule in page["Rules"]:
@@ -262,11 +267,39 @@ class Agent:
                         event = json.loads(target.get("Input") or "{}")
                     except ValueError:
                         continue
-                    if "AnnexID" not in event or "LeaseExpiration" not in event:
+                    if not isinstance(event, dict) or not (
+                            event.get("Sweep") or ("AnnexID" in event and "LeaseExpiration" in event)):
                         continue
-                    result = self.lease_handler(event, session=self.session)
+                    result = self.invoke_lease_function(target["Arn"], event)
+                    for annex in result.get("ended", []):
+                        log("lease of annex %s expired: %s" % (annex, json.dumps(result)))
                     if result.get("expired"):
                         log("lease of annex %s expired: %s" % (event["AnnexID"], json.dumps(result)))
+
+    def invoke_lease_function(self, arn, event):
+        """Call the lease handler as Lambda would: with the function's environment variables (the
+        stack gives it the bucket there) and a context naming the invoked function."""
+        variables = self.lam.get_function_configuration(FunctionName=arn).get("Environment", {}).get("Variables", {})
+        saved = dict((k, os.environ.get(k)) for k in variables)
+        os.environ.update(variables)
+        try:
+            return self.lease_handler(event, LambdaContext(arn), session=self.session)
+        except RuntimeError as exc:  # the function failed; Lambda would report it, the next run retries
+            log("lease function %s failed: %s" % (arn, exc))
+            return {}
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+class LambdaContext:
+    """The part of Lambda's context object the lease handler reads."""
+
+    def __init__(self, arn):
+        self.invoked_function_arn = arn
 
 
 def main():

@@ -4,7 +4,10 @@
 """The one place for HTCondor's annex protocol on AWS (what the stock worker boot script expects).
 
 - AnnexID: the annex name; it travels in the EC2 client token (<AnnexID>_<uuid>, max 64 chars),
-  the S3 key config-<AnnexID>.tar.gz, the EventBridge rule name, a tag value and a ClassAd string.
+  the S3 key config-<AnnexID>.tar.gz, a tag value and a ClassAd string (and the name of the
+  EventBridge rule condor_annex itself creates).
+- The lease: S3 user metadata of config-<AnnexID>.tar.gz (its end and duration), so one PutObject
+  writes tarball and lease together; the setup's one sweep rule ends annexes whose lease is over.
 - The worker tarball: 00ec2-dynamic.config (sorts first, as upstream) plus
   99-htcondor-annex-lease.config (sorts last so the lease cannot be overridden by accident)
   and password_file.pl (the .pl suffix keeps HTCondor from reading it as config). The stock
@@ -37,15 +40,22 @@ ANNEX_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*")
 OWNER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]*")
 
 ANNEX_NAME_TAG = "htcondor:AnnexName"
-LEASE_TARGET_ID = "htcondor-annex-lease"
+# The lease, as S3 user metadata of the annex's tarball (S3 stores the keys lowercase, with the
+# x-amz-meta- prefix on the wire): its end (epoch seconds) and its duration (hours, a float).
+LEASE_END_META = "lease-expiration"
+LEASE_DURATION_META = "lease-duration"
+TARBALL_PREFIX = "config-"
+TARBALL_SUFFIX = ".tar.gz"
+# The sweep rule of the HTCondorAnnex-LambdaFunctions stack: when it runs, and the input that tells
+# the lease function to sweep the bucket (a condor_annex rule's input names one annex instead).
 LEASE_RULE_SCHEDULE = "rate(5 minutes)"
-LEASE_RULE_PERIOD = 300  # seconds between two runs of the lease rule (LEASE_RULE_SCHEDULE)
+LEASE_RULE_PERIOD = 300  # seconds between two runs of the sweep rule (LEASE_RULE_SCHEDULE)
+SWEEP_INPUT = {"Sweep": True}
 # Longest lease (hours) and idle time an annex takes: a year. Nothing in AWS is shorter (epoch
 # seconds in the rule's input and the worker config, Spot Fleet ValidUntil up to year 9999);
 # the bound exists because a lease is a cost guard and a longer one is a unit mistake (minutes or
 # seconds given as hours), which would run workers unattended for years.
 MAX_LEASE_HOURS = 8760
-LEASE_DESCRIPTION_PREFIX = "htcondor.annex lease"
 
 STACK_BUCKET = "HTCondorAnnex-ConfigurationBucket"
 STACK_LAMBDA = "HTCondorAnnex-LambdaFunctions"
@@ -110,7 +120,15 @@ def fleet_annex_id(fleet):
 
 
 def tarball_key(annex_id):
-    return "config-%s.tar.gz" % annex_id
+    return "%s%s%s" % (TARBALL_PREFIX, annex_id, TARBALL_SUFFIX)
+
+
+def annex_id_from_key(key):
+    """AnnexID of a tarball key config-<AnnexID>.tar.gz, else None."""
+    if key.startswith(TARBALL_PREFIX) and key.endswith(TARBALL_SUFFIX) and \
+            len(key) > len(TARBALL_PREFIX) + len(TARBALL_SUFFIX):
+        return key[len(TARBALL_PREFIX):-len(TARBALL_SUFFIX)]
+    return None
 
 
 def region_prefix(region):
@@ -165,21 +183,34 @@ def iso8601(epoch):
 
 
 def lease_input(annex_id, bucket, expiration_epoch):
-    """The lease rule's target input (same keys as condor_annex: LeaseExpiration in epoch seconds)."""
+    """The input condor_annex gives the lease rule it creates per annex (LeaseExpiration in epoch
+    seconds). The collection creates no such rule; the lease function still serves them."""
     return json.dumps({"AnnexID": annex_id, "S3BucketName": bucket,
                        "LeaseExpiration": str(int(expiration_epoch))}, sort_keys=True)
 
 
-def lease_description(duration_hours, expiration_epoch):
-    return "%s duration=%sh until=%s" % (LEASE_DESCRIPTION_PREFIX, float(duration_hours), int(expiration_epoch))
+def sweep_input():
+    """The sweep rule's constant target input."""
+    return json.dumps(SWEEP_INPUT, sort_keys=True)
 
 
-def parse_lease_description(text):
-    """-> (duration_hours, expiration_epoch) or (None, None)."""
-    match = re.search(r"duration=([0-9.]+)h until=(\d+)", text or "")
-    if not match:
+def lease_metadata(duration_hours, expiration_epoch):
+    """The tarball's S3 user metadata that holds the lease."""
+    return {LEASE_END_META: str(int(expiration_epoch)), LEASE_DURATION_META: repr(float(duration_hours))}
+
+
+def parse_lease_metadata(metadata):
+    """HeadObject's Metadata -> (duration_hours, expiration_epoch), or (None, None) without a lease."""
+    metadata = dict((k.lower(), v) for k, v in (metadata or {}).items())
+    try:
+        end = int(float(metadata[LEASE_END_META]))
+    except (KeyError, TypeError, ValueError):
         return None, None
-    return float(match.group(1)), int(match.group(2))
+    try:
+        duration = float(metadata.get(LEASE_DURATION_META))
+    except (TypeError, ValueError):
+        duration = None
+    return duration, end
 
 
 def render_worker_config(annex_id, collector_host, version, idle_hours, owners=None):

@@ -1,8 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: htcondor.annex contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The one place for an annex's AWS resources: its instances, its Spot Fleet requests, its lease
-rule (and the rule's target) and its worker tarball. The modules (annex, annex_info, annex_setup)
+"""The one place for an annex's AWS resources: its instances, its Spot Fleet requests, its worker
+tarball with its lease (the object's metadata), and the lease rules condor_annex creates. The modules (annex, annex_info, annex_setup)
 find, write and delete them only through these functions; lease_function.py, deployed as Lambda
 code, cannot import them and keeps copies of the constants that a unit test compares with these.
 """
@@ -11,8 +11,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
+
 from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
-    AnnexAWSError, call, describe_or_none, managed_tags, paginate, tag_dict, tag_list,
+    AnnexAWSError, call, describe_or_none, is_not_found, paginate, tag_dict,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
 
@@ -89,16 +91,16 @@ def cancel_fleets(ec2, fleet_ids):
 
 
 def terminate_instances(ec2, ids):
-    for start in range(0, len(ids), 500):  # TerminateInstances takes at most 1000 ids; 500 as condor_annex
-        call(ec2, "TerminateInstances", InstanceIds=ids[start:start + 500])
+    for start in range(0, len(ids), 1000):  # TerminateInstances takes at most 1000 ids a call
+        call(ec2, "TerminateInstances", InstanceIds=ids[start:start + 1000])
 
 
-# ---------- lease rule (EventBridge rule named after the annex, one target: the lease function) ----------
-def describe_lease_rule(events, name):
-    """The lease rule of annex `name`, or None."""
-    return describe_or_none(lambda: call(events, "DescribeRule", Name=name), RULE_NOT_FOUND)
-
-
+# ---------- rules of condor_annex (and of releases before the sweep) ----------
+# The collection creates no per-annex rule: the lease lives with the tarball and the setup's sweep
+# rule ends annexes. condor_annex (HTCondor 23.x/24.0) still creates one rule per annex, named
+# after it, targeting a lease function; such rules are found only through the lease functions
+# (ListRuleNamesByTarget: two calls however many annexes) and deleted only when every target they
+# have is a lease function, so a user's rule that merely shares an annex's name is never touched.
 def lease_targets(events, rule):
     """Targets of the rule, or None when the rule does not exist."""
     found = describe_or_none(lambda: call(events, "ListTargetsByRule", Rule=rule), RULE_NOT_FOUND)
@@ -106,54 +108,95 @@ def lease_targets(events, rule):
 
 
 def lease_rules_of(events, function_arns):
-    """Names of the rules that target any of the lease functions."""
+    """Names of the rules that target any of the lease functions (each name once)."""
     rules = []
     for arn in function_arns:
         if arn:
-            rules.extend(paginate(events, "ListRuleNamesByTarget", "RuleNames", TargetArn=arn))
+            rules.extend(r for r in paginate(events, "ListRuleNamesByTarget", "RuleNames", TargetArn=arn)
+                         if r not in rules)
     return rules
 
 
-def put_lease_rule(events, name, description, tagged=True):
-    """Create or update the rule (tags only on creation by this collection: PutRule ignores them
-    on an existing rule, and a rollback restoring the old rule sends none)."""
-    kwargs = dict(Name=name, ScheduleExpression=proto.LEASE_RULE_SCHEDULE, State="ENABLED",
-                  Description=description)
-    if tagged:
-        kwargs["Tags"] = tag_list(managed_tags({proto.ANNEX_NAME_TAG: name}))
-    call(events, "PutRule", **kwargs)
+def lease_rule_annex(rule, targets, function_arns):
+    """AnnexID a lease rule serves: the AnnexID in its lease-function target's input, else the rule's
+    name (condor_annex names its rules after the annex); None for a rule without a lease-function
+    target and for the setup's own sweep rule (it goes with its stack)."""
+    annex = None
+    for target in targets or []:
+        if target.get("Arn") in function_arns:
+            try:
+                data = json.loads(target.get("Input") or "{}")
+            except ValueError:
+                data = {}
+            if not isinstance(data, dict):
+                data = {}
+            if data.get("Sweep"):
+                return None
+            annex = annex or data.get("AnnexID") or rule
+    return annex
 
 
-def put_lease_target(events, name, function_arn, bucket, lease_end):
-    call(events, "PutTargets", Rule=name, Targets=[{
-        "Id": proto.LEASE_TARGET_ID, "Arn": function_arn,
-        "Input": proto.lease_input(name, bucket, lease_end)}])
+def lease_rules(events, function_arns, name=None):
+    """{rule: (annex, targets)} of the per-annex rules targeting the lease functions (name: only
+    the rules serving that annex)."""
+    function_arns = [a for a in function_arns if a]
+    found = {}
+    for rule in lease_rules_of(events, function_arns):
+        targets = lease_targets(events, rule)
+        annex = lease_rule_annex(rule, targets, function_arns)
+        if targets is None or annex is None or (name and annex != name):
+            continue
+        found[rule] = (annex, targets)
+    return found
 
 
-def put_lease(events, name, function_arn, bucket, duration_hours, lease_end):
-    """The lease rule and its target, as the lease function expects them."""
-    put_lease_rule(events, name, proto.lease_description(duration_hours, lease_end))
-    put_lease_target(events, name, function_arn, bucket, lease_end)
+def remove_lease_rule(events, rule, targets, function_arns):
+    """Remove the lease functions' targets from the rule; delete the rule only when they were all
+    it had (a rule with a target of someone else's stays, without ours). True if deleted."""
+    ours = [t["Id"] for t in targets if t.get("Arn") in function_arns]
+    if ours:
+        call(events, "RemoveTargets", Rule=rule, Ids=ours)
+    if len(ours) < len(targets):
+        return False
+    describe_or_none(lambda: call(events, "DeleteRule", Name=rule), RULE_NOT_FOUND)
+    return True
 
 
-def delete_lease_rule(events, rule, target_ids=None):
-    """Remove the rule's targets (target_ids, else whichever it has), then the rule."""
-    if target_ids is None:
-        target_ids = [t["Id"] for t in lease_targets(events, rule) or []]
-    if target_ids:
-        call(events, "RemoveTargets", Rule=rule, Ids=list(target_ids))
-    call(events, "DeleteRule", Name=rule)
+# ---------- worker tarball and lease (config-<AnnexID>.tar.gz in the setup bucket) ----------
+def put_tarball(s3, bucket, name, body, duration_hours, lease_end):
+    """Tarball and lease in one PutObject: the lease is the object's user metadata."""
+    call(s3, "PutObject", Bucket=bucket, Key=proto.tarball_key(name), Body=body, ServerSideEncryption="AES256",
+         Metadata=proto.lease_metadata(duration_hours, lease_end))
 
 
-# ---------- worker tarball (config-<AnnexID>.tar.gz in the setup bucket) ----------
-def put_tarball(s3, bucket, name, body):
-    call(s3, "PutObject", Bucket=bucket, Key=proto.tarball_key(name), Body=body, ServerSideEncryption="AES256")
-
-
-def tarball_exists(s3, bucket, name):
+def head_tarball(s3, bucket, name):
+    """HeadObject of the annex's tarball (its Metadata holds the lease), or None when missing."""
     return describe_or_none(lambda: call(s3, "HeadObject", Bucket=bucket, Key=proto.tarball_key(name)),
-                            *TARBALL_NOT_FOUND) is not None
+                            *TARBALL_NOT_FOUND)
 
 
 def delete_tarball(s3, bucket, name):
     call(s3, "DeleteObject", Bucket=bucket, Key=proto.tarball_key(name))
+
+
+def tarball_keys(s3, bucket):
+    """Keys of every config-<AnnexID>.tar.gz in the bucket (ListObjectsV2, 1000 a page); none when
+    the bucket is gone."""
+    try:
+        objects = paginate(s3, "ListObjectsV2", "Contents", Bucket=bucket, Prefix=proto.TARBALL_PREFIX)
+    except AnnexAWSError as exc:
+        if is_not_found(exc, "NoSuchBucket"):
+            return []
+        raise
+    return [o["Key"] for o in objects if proto.annex_id_from_key(o["Key"])]
+
+
+def delete_tarballs(s3, bucket, keys):
+    """DeleteObjects, 1000 keys a call; raises when S3 could not delete one."""
+    failed = []
+    for start in range(0, len(keys), 1000):
+        response = call(s3, "DeleteObjects", Bucket=bucket, Delete={
+            "Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
+        failed.extend("%s (%s)" % (e.get("Key"), e.get("Code")) for e in response.get("Errors") or [])
+    if failed:
+        raise AnnexAWSError("S3 did not delete %s" % ", ".join(failed), code="DeleteObjects")

@@ -14,7 +14,7 @@ import json
 
 from ansible_collections.htcondor.annex.plugins.module_utils import lease_function
 from ansible_collections.htcondor.annex.plugins.module_utils.annex_protocol import (
-    ANNEX_NAME_TAG,
+    ANNEX_NAME_TAG, LEASE_RULE_SCHEDULE, sweep_input,
 )
 
 LAMBDA_RUNTIME = "python3.12"
@@ -83,18 +83,39 @@ def _lease_function(role):
             "MemorySize": 128,
             "Role": {"Fn::GetAtt": [role, "Arn"]},
             "Code": {"ZipFile": lambda_code()},
+            # The bucket the sweep goes through (and the one a condor_annex rule's empty
+            # S3BucketName stands for).
+            "Environment": {"Variables": {lease_function.BUCKET_ENV: {"Ref": "S3BucketName"}}},
         },
     }
 
 
-def _events_permission(function):
+def _events_permission(function, source_arn=None):
+    """events.amazonaws.com may invoke the function from source_arn (default: any rule of the
+    account and region, for the rules condor_annex creates per annex)."""
     return {
         "Type": "AWS::Lambda::Permission",
         "Properties": {
             "Action": "lambda:InvokeFunction",
             "FunctionName": {"Ref": function},
             "Principal": "events.amazonaws.com",
-            "SourceArn": _sub("arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:rule/*"),
+            "SourceArn": source_arn or _sub("arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:rule/*"),
+        },
+    }
+
+
+def _sweep_rule(function):
+    """The one schedule rule of the setup: every 5 minutes the lease function ends the annexes whose
+    lease (the tarball's metadata) has ended. CloudFormation names it, so it cannot take a name a
+    user's rule has, and deleting the stack deletes it."""
+    return {
+        "Type": "AWS::Events::Rule",
+        "Properties": {
+            "Description": "htcondor.annex: end the annexes whose lease has ended",
+            "ScheduleExpression": LEASE_RULE_SCHEDULE,
+            "State": "ENABLED",
+            "Targets": [{"Id": "htcondor-annex-sweep", "Arn": {"Fn::GetAtt": [function, "Arn"]},
+                         "Input": sweep_input()}],
         },
     }
 
@@ -110,9 +131,12 @@ def lambda_template():
          "Resource": "*",
          "Condition": {"Null": {"ec2:ResourceTag/%s" % ANNEX_NAME_TAG: "false"}}},
         # CancelSpotFleetRequests has no resource-level conditions: the function only cancels
-        # fleets whose client token starts with <AnnexID>_.
+        # fleets tagged with the annex or whose client token starts with <AnnexID>_.
         {"Sid": "CancelFleets", "Effect": "Allow", "Action": ["ec2:CancelSpotFleetRequests"], "Resource": "*"},
-        {"Sid": "DeleteTarball", "Effect": "Allow", "Action": ["s3:DeleteObject"],
+        # The sweep lists the tarballs and reads each one's lease (HeadObject needs s3:GetObject).
+        {"Sid": "ListTarballs", "Effect": "Allow", "Action": ["s3:ListBucket"],
+         "Resource": _sub("arn:${AWS::Partition}:s3:::${S3BucketName}")},
+        {"Sid": "ReadAndDeleteTarball", "Effect": "Allow", "Action": ["s3:GetObject", "s3:DeleteObject"],
          "Resource": _sub("arn:${AWS::Partition}:s3:::${S3BucketName}/config-*.tar.gz")},
         {"Sid": "RemoveOwnRule", "Effect": "Allow",
          "Action": ["events:ListTargetsByRule", "events:RemoveTargets", "events:DeleteRule"],
@@ -128,6 +152,8 @@ def lambda_template():
             "SpotFleetLeaseFunction": _lease_function("LeaseFunctionRole"),
             "OnDemandLeasePermission": _events_permission("OnDemandLeaseFunction"),
             "SpotFleetLeasePermission": _events_permission("SpotFleetLeaseFunction"),
+            "SweepRule": _sweep_rule("OnDemandLeaseFunction"),
+            "SweepPermission": _events_permission("OnDemandLeaseFunction", {"Fn::GetAtt": ["SweepRule", "Arn"]}),
         },
         "Outputs": {
             "OnDemandLeaseFunctionARN": {"Value": {"Fn::GetAtt": ["OnDemandLeaseFunction", "Arn"]}},

@@ -125,11 +125,19 @@ def _read_key_file(path, what):
     return value
 
 
+# Requests whose IAM action has another name (what a denial message must name).
+_IAM_ACTION_OF = {
+    ("s3", "HeadObject"): "GetObject",
+    ("s3", "ListObjectsV2"): "ListBucket",
+    ("s3", "ListObjectVersions"): "ListBucketVersions",
+}
+
+
 def iam_action(client_or_service, operation):
     service = client_or_service if isinstance(client_or_service, str) else \
         client_or_service.meta.service_model.service_name
     # the IAM action prefix is the botocore service name for every service this collection calls
-    return "%s:%s" % (service, operation)
+    return "%s:%s" % (service, _IAM_ACTION_OF.get((service, operation), operation))
 
 
 def translate_error(exc, action=None):

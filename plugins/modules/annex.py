@@ -16,9 +16,10 @@ description:
   - Does what C(condor_annex -count N) / C(-slots N) did, speaking HTCondor's annex protocol with boto3,
     so workers booted from any annex-compatible AMI (stock C(condor-annex-ec2) boot script) join the pool.
   - Uploads the worker configuration tarball C(config-<name>.tar.gz) (rendered for the pool's HTCondor
-    version; holds the pool password, which goes nowhere else) to the private setup bucket, creates the
-    lease rule (every 5 minutes, calls the lease function, which terminates the annex once the lease
-    ends) and launches all workers with ONE C(RunInstances) (or C(RequestSpotFleet)) call.
+    version; holds the pool password, which goes nowhere else) to the private setup bucket, with the lease
+    (its end and duration) as the object's metadata, in one C(PutObject), then launches all workers with ONE
+    C(RunInstances) (or C(RequestSpotFleet)) call. Every 5 minutes the setup's lease function ends the annexes
+    whose lease has ended.
   - The lease is also enforced on the workers, whose HTCondor exits at lease end so the instance halts
     and terminates even if the cloud-side schedule fails.
   - Idempotent. The same O(count) twice launches nothing the second time; a larger O(count) launches
@@ -27,11 +28,14 @@ description:
     A changed O(duration) moves the lease end to now + O(duration); so does a run that launches workers
     and finds the lease ended (or ending within the lease rule's 5 minutes). A same-count re-run with the
     same O(duration) never revives an ended lease.
-  - Any failure part-way removes what this call created (tarball, lease rule); if that removal fails too,
-    the message says what was left and to run O(state=absent).
-  - O(state=absent) runs C(condor_off -annex NAME) where HTCondor is reachable, terminates the annex's
-    instances, cancels its Spot Fleet requests (terminating their instances), and deletes its lease
-    rule and tarball.
+  - A failed launch leaves the tarball and its lease in place (without workers they bill nothing, and the
+    lease function deletes them when the lease ends), since the launch may have taken effect with its reply
+    lost and workers must never run without a lease. Every run that finds live workers puts back a missing or
+    lease-less tarball.
+  - O(state=absent) runs C(condor_off -annex NAME) where HTCondor is reachable, cancels the annex's Spot
+    Fleet requests (terminating their instances), terminates its instances, deletes its tarball and lease,
+    and the lease rules C(condor_annex) made for it (found through the lease functions; a rule is deleted
+    only when all its targets are lease functions). O(all_annexes=true) does this for every annex.
   - Runs on the central manager, which holds the pool password file.
 author:
   - HTCondor annex maintainers (@htcondor-annex)
@@ -40,8 +44,17 @@ options:
     description:
       - The annex name (HTCondor's AnnexID); 1 to 27 letters, digits, C(-) or C(.), starting with a letter or digit.
       - No C(_) is allowed, since the stock worker boot script cuts the EC2 client token at its first C(_) to find the AnnexID.
+      - Required unless O(all_annexes=true).
     type: str
-    required: true
+  all_annexes:
+    description:
+      - With O(state=absent), remove every annex of the region (what C(teardown.yml) does) instead of one O(name),
+        that is instances tagged C(htcondor:AnnexName), annex Spot Fleet requests, every C(config-*.tar.gz) tarball and
+        lease, and the lease rules C(condor_annex) made.
+      - Takes the same number of AWS calls however many annexes and instances there are (listings once, cancels,
+        terminations and deletions batched).
+    type: bool
+    default: false
   state:
     description: Whether the annex should exist.
     type: str
@@ -187,13 +200,23 @@ EXAMPLES = r'''
   htcondor.annex.annex:
     name: MyFirstAnnex
     state: absent
+
+- name: Remove every annex of the region (as teardown.yml does)
+  htcondor.annex.annex:
+    all_annexes: true
+    state: absent
 '''
 
 RETURN = r'''
 annex_id:
-  description: The annex name (AnnexID).
+  description: The annex name (AnnexID); null with O(all_annexes=true).
   returned: always
   type: str
+removed_annexes:
+  description: The annexes found and removed (in check mode, to be removed), sorted.
+  returned: when all_annexes=true
+  type: list
+  elements: str
 instance_ids:
   description: All live (pending or running) instances of the annex after the run.
   returned: always
@@ -261,14 +284,14 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
     AWS_ARGUMENT_SPEC, AWS_MUTUALLY_EXCLUSIVE, AWS_REQUIRED_TOGETHER, HAS_BOTO3, MANAGED_BY_KEY,
-    AWSConnection, AnnexAWSError, call, is_not_found, managed_tags, missing_boto3_msg, resolve_region,
+    AWSConnection, AnnexAWSError, call, managed_tags, missing_boto3_msg, resolve_region,
     tag_list, validate_region, validate_tags,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
 from ansible_collections.htcondor.annex.plugins.module_utils.annex_resources import (
-    ALL_INSTANCE_STATES, LIVE_INSTANCE_STATES, RULE_NOT_FOUND, cancel_fleets, delete_lease_rule, delete_tarball,
-    describe_lease_rule, find_fleets, instance_ids, put_lease, put_lease_rule, put_lease_target, put_tarball,
-    tarball_exists, terminate_instances,
+    ALL_INSTANCE_STATES, LIVE_INSTANCE_STATES, cancel_fleets, delete_tarball, delete_tarballs, find_fleets,
+    find_instances, head_tarball, instance_annex, instance_ids, lease_rules, put_tarball, remove_lease_rule,
+    tarball_keys, terminate_instances,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils.cloudformation import load_setup
 from ansible_collections.htcondor.annex.plugins.module_utils.files import read_text
@@ -290,7 +313,8 @@ SETUP_KEYS = ("bucket", "odi_lease_function_arn", "sfr_lease_function_arn", "ins
 def argument_spec():
     spec = dict(AWS_ARGUMENT_SPEC)
     spec.update(
-        name=dict(type="str", required=True),
+        name=dict(type="str"),
+        all_annexes=dict(type="bool", default=False),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         count=dict(type="int"),
         slots=dict(type="int"),
@@ -348,9 +372,15 @@ def load_spot_fleet_config(path):
 def validate(params):
     """Check every option; raise InputError with a clear message. No AWS call here.
     Returns the Spot Fleet request config read from spot_fleet_config (slots), else None."""
-    error = proto.validate_annex_id(params["name"])
-    if error:
-        raise InputError(error)
+    if params["all_annexes"]:
+        if params["state"] != "absent" or params["name"]:
+            raise InputError("all_annexes=true goes with state=absent and no name (it removes every annex)")
+    elif not params["name"]:
+        raise InputError("name is required (or, to remove every annex, all_annexes=true with state=absent)")
+    else:
+        error = proto.validate_annex_id(params["name"])
+        if error:
+            raise InputError(error)
     error = validate_region(resolve_region(params["region"]))
     if error:
         raise InputError(error)
@@ -423,6 +453,9 @@ class Annex:
         if module.params["state"] == "present" and module.params["ami_id"] and module.params["slots"] is None:
             self.result.update(ami_id=module.params["ami_id"], ami_source=worker_image.SOURCE_GIVEN)
         self.notes = []
+        self.tarball_head = None  # HeadObject of the annex's tarball (read_lease), None when missing
+        self._setup = None
+        self._user_config = None
 
     # ---------- reading state ----------
     def live_instances(self, states=LIVE_INSTANCE_STATES):
@@ -467,10 +500,7 @@ class Annex:
         return self.params["owners"] or [getpass.getuser()]
 
     def key_name(self, setup):
-        if setup.get("key_name"):
-            return setup["key_name"]
-        path = self.params["user_config_path"] or default_user_config_path()
-        return parse_user_config_block(read_text(path), self.conn.region).get("ANNEX_DEFAULT_ODI_KEY_NAME")
+        return setup.get("key_name") or self.user_config().get("ANNEX_DEFAULT_ODI_KEY_NAME")
 
     def tarball(self, lease_end):
         extra = []
@@ -493,7 +523,6 @@ class Annex:
         requested = self.params["slots"] if spot else self.params["count"]
         # Host-side inputs first: a missing password file must fail before any AWS call.
         self.read_host_inputs()
-        events = self.conn.client("events")
         if spot:
             fleets = self.fleets()
             live = sum(int(f["SpotFleetRequestConfig"].get("TargetCapacity", 0)) for f in fleets)
@@ -502,15 +531,16 @@ class Annex:
             instances = self.live_instances()
             live = len(instances)
             self.result["instance_ids"] = sorted(instances)
-        rule = describe_lease_rule(events, self.name)
-        old_duration, old_end = proto.parse_lease_description(rule.get("Description") if rule else None)
+        bucket = self.bucket()
+        old_duration, old_end = self.read_lease(bucket)
         to_launch = max(0, requested - live)
         # A new duration moves the lease (an explicit extension). A lease that has ended (or ends
-        # before the lease rule runs again) is never reused for NEW workers, which would be ended at
+        # before the sweep runs again) is never reused for NEW workers, which would be ended at
         # once; but a re-run that launches nothing does not revive it for the workers it is ending
-        # (same duration = no extension asked for).
-        lease_changed = rule is None or old_duration != float(self.params["duration"]) or old_end is None or \
-            (to_launch > 0 and proto.lease_is_spent(old_end))
+        # (same duration = no extension asked for). No lease (the tarball missing or without lease
+        # metadata) with live workers: a new one, written with the tarball (the repair).
+        lease_changed = self.tarball_head is None or old_end is None or \
+            old_duration != float(self.params["duration"]) or (to_launch > 0 and proto.lease_is_spent(old_end))
         lease_end = proto.lease_expiration(self.params["duration"]) if lease_changed else old_end
         self.result.update(requested=requested, live=live, lease_expiration=proto.iso8601(lease_end))
         if to_launch == 0:
@@ -522,18 +552,27 @@ class Annex:
             else:
                 self.notes.append("annex %s already has %d live %s: nothing launched" % (
                     self.name, live, "slots" if spot else "instances"))
-            if rule is not None and lease_changed and live > 0:
+            if lease_changed:  # live workers: their tarball and lease are put (back) in place
                 self.changed = True
-                setup = self.setup()
                 if not self.module.check_mode:
-                    self.put_lease(events, setup, spot, lease_end)
-                self.notes.append("lease moved to %s (cloud side; running workers keep their worker-side stop "
-                                  "time %s)" % (proto.iso8601(lease_end), proto.iso8601(old_end) if old_end else "?"))
+                    self.put_tarball(bucket, lease_end)
+                if old_end is None:
+                    self.notes.append("%s tarball and lease %s (lease ends %s)" % (
+                        "would repair the" if self.module.check_mode else "repaired the",
+                        "missing" if self.tarball_head is None else "without a lease", proto.iso8601(lease_end)))
+                else:
+                    self.notes.append("lease moved to %s (cloud side; running workers keep their worker-side "
+                                      "stop time %s)" % (proto.iso8601(lease_end), proto.iso8601(old_end)))
             return self.finish()
         if live + to_launch > self.params["max_instances"]:
             raise InputError("launching %d more would bring annex %s to %d, above max_instances (%d)" % (
                 to_launch, self.name, live + to_launch, self.params["max_instances"]))
         setup = self.setup()
+        if setup["bucket"] != bucket:
+            # user_config named another bucket than the setup's stacks: the stacks win.
+            self.module.warn("the user_config block names bucket %s, the setup has %s: using the setup's" % (
+                bucket, setup["bucket"]))
+            return self.present_in(setup["bucket"])
         if not spot and not self.params["ami_id"]:
             self.worker_image()  # before anything is created: no image = nothing changed
         self.changed = True
@@ -541,8 +580,14 @@ class Annex:
             self.notes.append("would launch %d %s%s" % (to_launch, "slots" if spot else "instances",
                                                         "" if spot else " from %s" % self.result["ami_id"]))
             return self.finish()
-        self.launch(events, setup, spot, to_launch, lease_end, rule, lease_changed)
+        self.launch(setup, spot, to_launch, lease_end)
         return self.finish()
+
+    def present_in(self, bucket):
+        """present() again with the setup's bucket (the user_config block named another)."""
+        self.params["setup"] = dict(self.params["setup"] or {}, bucket=bucket)
+        self.notes = []
+        return self.present()
 
     def worker_image(self):
         """Look up the project worker image for this launch (only called when launching without ami_id)."""
@@ -557,30 +602,43 @@ class Annex:
         self.notes.append(note)
         return image
 
-    @staticmethod
-    def lease_function(setup, spot):
-        return setup["sfr_lease_function_arn"] if spot else setup["odi_lease_function_arn"]
+    def user_config(self):
+        """This region's block of the annex user's user_config (read once per run)."""
+        if self._user_config is None:
+            path = self.params["user_config_path"] or default_user_config_path()
+            self._user_config = parse_user_config_block(read_text(path), self.conn.region)
+        return self._user_config
 
-    def put_lease(self, events, setup, spot, lease_end):
-        put_lease(events, self.name, self.lease_function(setup, spot), setup["bucket"],
-                  self.params["duration"], lease_end)
+    def bucket(self):
+        """The setup's bucket: the setup option, else the user_config block annex_setup wrote (no AWS
+        call: a same-count re-run stays at 2 calls), else the stacks."""
+        return (self.params["setup"] or {}).get("bucket") or \
+            self.user_config().get("ANNEX_DEFAULT_S3_BUCKET") or self.setup()["bucket"]
+
+    def read_lease(self, bucket):
+        """(duration hours, end epoch) of the annex's lease, (None, None) without one."""
+        self.tarball_head = head_tarball(self.conn.client("s3"), bucket, self.name)
+        return proto.parse_lease_metadata((self.tarball_head or {}).get("Metadata"))
+
+    def put_tarball(self, bucket, lease_end):
+        put_tarball(self.conn.client("s3"), bucket, self.name, self.tarball(lease_end), self.params["duration"],
+                    lease_end)
 
     def setup(self):
         """The setup values (stacks' outputs, overridden by the setup option): read only when
         something is to be written, so a no-op re-run does not list the stacks."""
-        return load_setup(self.conn.client("cloudformation"), self.params["setup"])
+        if self._setup is None:
+            self._setup = load_setup(self.conn.client("cloudformation"), self.params["setup"])
+        return self._setup
 
-    def launch(self, events, setup, spot, to_launch, lease_end, old_rule, lease_changed):
-        s3 = self.conn.client("s3")
-        body = self.tarball(lease_end)
+    def launch(self, setup, spot, to_launch, lease_end):
         token = proto.client_token(self.name)
-        created_tarball = created_rule = False
+        # Tarball and lease first, in one PutObject: no worker ever runs without them. Nothing
+        # removes them when the launch fails: a lease without instances bills nothing (the sweep
+        # deletes it when it ends), and a failure may come after the launch took effect (a lost
+        # reply), when deleting them would leave workers without a lease.
+        self.put_tarball(setup["bucket"], lease_end)
         try:
-            put_tarball(s3, setup["bucket"], self.name, body)
-            created_tarball = old_rule is None
-            if lease_changed:  # an existing rule with this duration and end is left as it is
-                created_rule = True
-                self.put_lease(events, setup, spot, lease_end)
             if spot:
                 request_id = self.request_spot_fleet(setup, token, to_launch, lease_end)
                 self.result["spot_fleet_request_ids"].append(request_id)
@@ -590,51 +648,16 @@ class Annex:
                 self.result["launched_instance_ids"] = launched
                 self.result["instance_ids"] = sorted(self.result["instance_ids"] + launched)
                 self.result["live"] = len(self.result["instance_ids"])
-            self.result["client_token"] = token
-            self.notes.append("launched %d %s for annex %s (client token %s)" % (
-                to_launch, "slots" if spot else "instances", self.name, token))
-        except Exception as exc:
-            left = self.rollback(events, s3, setup, created_tarball, created_rule, old_rule, spot)
-            if isinstance(exc, AnnexAWSError):
-                if left:
-                    raise AnnexAWSError("%s; rollback incomplete: %s left in place; remove annex %s with "
-                                        "state=absent" % (exc.message, " and ".join(left), self.name),
-                                        code=exc.code)
-                raise AnnexAWSError("%s; rolled back what this run created" % exc.message, code=exc.code)
-            raise
-
-    def rollback(self, events, s3, setup, created_tarball, created_rule, old_rule, spot):
-        """Undo this run: delete the tarball and rule it created, or restore the rule it changed.
-        Returns what could not be undone (empty when every step succeeded)."""
-        self.changed = False
-        steps = []
-        if created_rule and old_rule is None:
-            steps.append(("the new lease rule %s" % self.name,
-                          lambda: delete_lease_rule(events, self.name, [proto.LEASE_TARGET_ID])))
-        elif created_rule:
-            _duration, end = proto.parse_lease_description(old_rule.get("Description"))
-            if end is not None:
-                what = "the changed lease rule %s" % self.name
-                steps.append((what, lambda: put_lease_rule(events, self.name, old_rule.get("Description"),
-                                                           tagged=False)))
-                steps.append((what, lambda: put_lease_target(events, self.name, self.lease_function(setup, spot),
-                                                             setup["bucket"], end)))
-        if created_tarball:
-            steps.append(("the tarball %s" % proto.tarball_key(self.name),
-                          lambda: delete_tarball(s3, setup["bucket"], self.name)))
-        left = []
-        for what, step in steps:
-            try:
-                step()
-            except AnnexAWSError as exc:
-                if is_not_found(exc, RULE_NOT_FOUND, "NoSuchKey"):
-                    continue
-                self.changed = True
-                if what not in left:
-                    left.append(what)
-                self.module.warn("rollback incomplete (%s): remove annex %s with state=absent" % (
-                    exc.message, self.name))
-        return left
+        except AnnexAWSError as exc:
+            raise AnnexAWSError(
+                "%s; the tarball %s and its lease (until %s) stay in place: without workers they bill "
+                "nothing and the lease function deletes them when the lease ends. Workers may have been "
+                "launched all the same (a lost reply): run again to count them, or remove annex %s with "
+                "state=absent" % (exc.message, proto.tarball_key(self.name), proto.iso8601(lease_end), self.name),
+                code=exc.code)
+        self.result["client_token"] = token
+        self.notes.append("launched %d %s for annex %s (client token %s)" % (
+            to_launch, "slots" if spot else "instances", self.name, token))
 
     def tag_specifications(self, resource_types):
         tags = dict(self.params["tags"])
@@ -681,20 +704,30 @@ class Annex:
         return response["SpotFleetRequestId"]
 
     # ---------- absent ----------
-    def absent(self):
-        events = self.conn.client("events")
-        instances = self.live_instances(ALL_INSTANCE_STATES)
-        fleets = self.fleets()
-        rule = describe_lease_rule(events, self.name)
+    def removal_setup(self):
+        """The setup for a removal (empty when it is gone: instances may outlive it)."""
         try:
-            setup = self.setup()
+            return self.setup()
         except AnnexAWSError as exc:
             if exc.code != "SetupMissing":
                 raise
-            setup = {}
-        s3 = self.conn.client("s3")
-        has_tarball = bool(setup.get("bucket")) and tarball_exists(s3, setup["bucket"], self.name)
-        if not (instances or fleets or rule or has_tarball):
+            return {}
+
+    @staticmethod
+    def lease_functions(setup):
+        return [a for a in (setup.get("odi_lease_function_arn"), setup.get("sfr_lease_function_arn")) if a]
+
+    def absent(self):
+        if self.params["all_annexes"]:
+            return self.absent_all()
+        instances = self.live_instances(ALL_INSTANCE_STATES)
+        fleets = self.fleets()
+        setup = self.removal_setup()
+        s3, events = self.conn.client("s3"), self.conn.client("events")
+        has_tarball = bool(setup.get("bucket")) and head_tarball(s3, setup["bucket"], self.name) is not None
+        functions = self.lease_functions(setup)
+        rules = lease_rules(events, functions, self.name)
+        if not (instances or fleets or rules or has_tarball):
             self.notes.append("annex %s does not exist" % self.name)
             return self.finish()
         self.changed = True
@@ -710,12 +743,52 @@ class Annex:
             cancel_fleets(self.ec2, self.result["spot_fleet_request_ids"])
             instances = self.live_instances(ALL_INSTANCE_STATES)
         terminate_instances(self.ec2, instances)
-        if rule is not None:
-            delete_lease_rule(events, self.name)
-        if has_tarball:
+        for rule, (_annex, targets) in sorted(rules.items()):
+            remove_lease_rule(events, rule, targets, functions)
+        if has_tarball:  # last: the lease goes only once the workers are ended
             delete_tarball(s3, setup["bucket"], self.name)
-        self.notes.append("annex %s removed: %d instances terminated, %d fleets cancelled, lease rule %s" % (
-            self.name, len(instances), len(fleets), "deleted" if rule else "already gone"))
+        self.notes.append("annex %s removed: %d instances terminated, %d fleets cancelled, lease %s" % (
+            self.name, len(instances), len(fleets), "deleted" if has_tarball else "already gone"))
+        return self.finish()
+
+    def absent_all(self):
+        """Every annex of the region, in a number of AWS calls independent of how many annexes and
+        instances there are: one listing each of instances, fleets, tarballs and condor_annex's lease
+        rules, then batched cancels, terminations and deletions."""
+        ec2, s3, events = self.ec2, self.conn.client("s3"), self.conn.client("events")
+        instances = find_instances(ec2, None, ALL_INSTANCE_STATES)
+        fleets = find_fleets(ec2)
+        setup = self.removal_setup()
+        keys = tarball_keys(s3, setup["bucket"]) if setup.get("bucket") else []
+        functions = self.lease_functions(setup)
+        rules = lease_rules(events, functions)
+        names = set(instance_annex(i) for i in instances) | set(proto.fleet_annex_id(f) for f in fleets)
+        names |= set(proto.annex_id_from_key(k) for k in keys) | set(a for a, _targets in rules.values())
+        self.result.update(annex_id=None, removed_annexes=sorted(n for n in names if n),
+                           spot_fleet_request_ids=[f["SpotFleetRequestId"] for f in fleets])
+        if not names:
+            self.notes.append("no annex to remove")
+            return self.finish()
+        self.changed = True
+        if self.module.check_mode:
+            self.notes.append("would turn off and remove %d annexes (%d instances, %d fleets)" % (
+                len(names), len(instances), len(fleets)))
+            return self.finish()
+        if self.params["condor_off"]:
+            for name in sorted(set(instance_annex(i) for i in instances) | set(proto.fleet_annex_id(f) for f in fleets)):
+                if name and self.condor.off(name):
+                    self.notes.append("sent condor_off -annex %s" % name)
+        if fleets:  # first, so the fleets do not replace the instances terminated below
+            cancel_fleets(ec2, self.result["spot_fleet_request_ids"])
+            instances = find_instances(ec2, None, ALL_INSTANCE_STATES)
+        ids = [i["InstanceId"] for i in instances]
+        terminate_instances(ec2, ids)
+        for rule, (_annex, targets) in sorted(rules.items()):
+            remove_lease_rule(events, rule, targets, functions)
+        delete_tarballs(s3, setup.get("bucket"), keys)
+        self.notes.append("removed %d annexes (%s): %d instances terminated, %d fleets cancelled, %d leases "
+                          "deleted" % (len(self.result["removed_annexes"]), ", ".join(self.result["removed_annexes"]),
+                                       len(ids), len(fleets), len(keys)))
         return self.finish()
 
     def finish(self):

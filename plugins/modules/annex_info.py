@@ -14,9 +14,10 @@ short_description: Every HTCondor annex in a region, its instances, lease and ho
 version_added: 0.1.0
 description:
   - Lists the annexes of a region (like C(condor_annex -status)), from EC2 instances tagged
-    C(htcondor:AnnexName), Spot Fleet requests of annexes and the lease rules targeting the setup's
-    lease functions. For each, instances by state, the lease expiry and, where C(condor_status) is
-    reachable on this host, how many have joined the pool.
+    C(htcondor:AnnexName), Spot Fleet requests of annexes, the C(config-*.tar.gz) tarballs of the setup's
+    bucket and the lease rules C(condor_annex) made (those targeting the setup's lease functions). For each,
+    instances by state, the lease end (the tarball's lease metadata, else the rule's) and, where
+    C(condor_status) is reachable on this host, how many have joined the pool.
   - With O(check_setup=true) also checks the setup like C(condor_annex -check-setup) did.
   - Never changes anything.
 author:
@@ -81,7 +82,9 @@ annexes:
       type: list
       elements: str
     lease_expiration:
-      description: Lease end (ISO 8601 UTC) from the lease rule, or null when there is no lease rule.
+      description:
+        - Lease end (ISO 8601 UTC) from the lease metadata of the annex's tarball, else from a lease rule
+          C(condor_annex) made; null when there is neither.
       type: str
     joined:
       description: Machines of the annex in the pool per C(condor_status -annex), or null if unknown.
@@ -175,22 +178,27 @@ def gather(conn, name, setup_values):
             item["instance_ids"].append(inst["InstanceId"])
     for fleet in resources.find_fleets(ec2, name or None):
         entry(annexes, proto.fleet_annex_id(fleet))["spot_fleet_request_ids"].append(fleet["SpotFleetRequestId"])
-    events = conn.client("events")
-    rules = set(resources.lease_rules_of(events, (setup_values.get("odi_lease_function_arn"),
-                                                  setup_values.get("sfr_lease_function_arn"))))
-    for annex in list(annexes):
-        rules.add(annex)
-    for rule in sorted(rules):
-        if not rule or (name and rule != name):
-            continue
-        targets = resources.lease_targets(events, rule)
-        for target in targets or []:
+    # Leases: the tarballs' metadata (an annex with a tarball but no instance is listed too), then
+    # the rules condor_annex made (found through the lease functions, never by an annex's name).
+    bucket = setup_values.get("bucket")
+    if bucket:
+        s3 = conn.client("s3")
+        names = [name] if name else [proto.annex_id_from_key(k) for k in resources.tarball_keys(s3, bucket)]
+        for annex in names:
+            head = resources.head_tarball(s3, bucket, annex)
+            _duration, end = proto.parse_lease_metadata((head or {}).get("Metadata"))
+            if head is not None:
+                entry(annexes, annex)["lease_expiration"] = proto.iso8601(end) if end is not None else None
+    functions = [setup_values.get("odi_lease_function_arn"), setup_values.get("sfr_lease_function_arn")]
+    for _rule, (annex, targets) in sorted(resources.lease_rules(conn.client("events"), functions, name).items()):
+        for target in targets:
             try:
-                data = json.loads(target.get("Input") or "{}")
+                end = json.loads(target.get("Input") or "{}").get("LeaseExpiration")
             except ValueError:
                 continue
-            if data.get("AnnexID") == rule and data.get("LeaseExpiration"):
-                entry(annexes, rule)["lease_expiration"] = proto.iso8601(int(float(data["LeaseExpiration"])))
+            item = entry(annexes, annex)
+            if end and not item["lease_expiration"]:
+                item["lease_expiration"] = proto.iso8601(int(float(end)))
     for item in annexes.values():
         item["instance_ids"].sort()
     return annexes

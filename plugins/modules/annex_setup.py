@@ -24,7 +24,8 @@ description:
   - Writes the region-prefixed C(ANNEX_DEFAULT_*) settings into a marked block of the user's
     C(~/.condor/user_config) so that the C(condor_annex) tool (HTCondor 23.x, 24.0) works against the
     same setup.
-  - O(state=absent) removes every lease rule targeting the lease functions, empties the bucket (all
+  - O(state=absent) removes the lease rules C(condor_annex) made (a rule that also targets something else
+    only loses the lease functions' targets), empties the bucket (all
     objects and versions), deletes the four stacks and the key pair (only if this collection created
     it) and removes the marked block. It refuses while annex instances are still running or a Spot Fleet
     request of an annex is still active (submitted, active or modifying).
@@ -367,12 +368,14 @@ class Setup:
         return names
 
     def remove_lease_rules(self, setup):
+        """The lease rules condor_annex made (the stack's own sweep rule goes with the stack); a rule
+        with a target of someone else's loses only the lease functions' targets."""
         events = self.conn.client("events")
-        for rule in resources.lease_rules_of(events, (setup.get("odi_lease_function_arn"),
-                                                      setup.get("sfr_lease_function_arn"))):
+        functions = [a for a in (setup.get("odi_lease_function_arn"), setup.get("sfr_lease_function_arn")) if a]
+        for rule, (_annex, targets) in sorted(resources.lease_rules(events, functions).items()):
             self.changed = True
             if not self.module.check_mode:
-                resources.delete_lease_rule(events, rule)
+                resources.remove_lease_rule(events, rule, targets, functions)
 
     def empty_bucket(self, bucket):
         s3 = self.conn.client("s3")

@@ -71,14 +71,13 @@ CREATORS = {
     "cfn:AWS::IAM::InstanceProfile": ["iam:instance-profile"],
     "cfn:AWS::EC2::SecurityGroup": ["ec2:security-group", "ec2:security-group-rule"],
     "cfn:AWS::EC2::SecurityGroupIngress": ["ec2:security-group-rule"],
+    "cfn:AWS::Events::Rule": ["events:rule", "events:target"],
     # boto3 operations of the modules (plugins/)
     "api:CreateStack": ["cloudformation:stack"],
     "api:UpdateStack": ["cloudformation:stack"],
     "api:CreateKeyPair": ["ec2:key-pair"],
     "api:RunInstances": ["ec2:instance", "ec2:volume"],
     "api:RequestSpotFleet": ["ec2:spot-fleet-request", "ec2:instance", "ec2:volume"],
-    "api:PutRule": ["events:rule"],
-    "api:PutTargets": ["events:target"],
     "api:PutObject": ["s3:object"],
     # amazon.aws modules in roles/, playbooks/ and sandbox/playbooks/
     "module:amazon.aws.iam_managed_policy": ["iam:policy"],

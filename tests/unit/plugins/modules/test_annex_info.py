@@ -97,3 +97,19 @@ def test_check_setup_before_setup(moto):
 def test_bad_name_and_region(moto):
     assert "at most 27" in run_module(annex_info, dict(name="x" * 30))["msg"]
     assert "unknown region" in run_module(annex_info, dict(region="nowhere-1"))["msg"]
+
+
+def test_lease_of_a_condor_annex_rule(launched):
+    """An annex condor_annex launched has no lease metadata: its lease end comes from the rule
+    condor_annex made (found through the lease functions)."""
+    import json
+    from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
+    events = boto3.client("events", region_name=REGION)
+    events.put_rule(Name="ca1", ScheduleExpression="rate(5 minutes)")
+    events.put_targets(Rule="ca1", Targets=[{"Id": "1", "Arn": launched["setup"]["odi_lease_function_arn"],
+                                             "Input": proto.lease_input("ca1", "", 1800000000)}])
+    assert json.loads(events.list_targets_by_rule(Rule="ca1")["Targets"][0]["Input"])["S3BucketName"] == ""
+    result = run_module(annex_info, dict(condor=False))
+    assert result["annexes"]["ca1"]["lease_expiration"] == proto.iso8601(1800000000)
+    assert result["annexes"]["a1"]["lease_expiration"] == launched["a"]["lease_expiration"]
+    assert run_module(annex_info, dict(condor=False, name="ca1"))["annexes"]["ca1"]["lease_expiration"]

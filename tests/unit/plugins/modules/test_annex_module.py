@@ -41,6 +41,28 @@ def instances(name="a1", states=("pending", "running")):
     return [i for r in res["Reservations"] for i in r["Instances"]]
 
 
+def lease(pool, name="a1"):
+    """(duration hours, end epoch) from the tarball's metadata; (None, None) without a lease;
+    None without a tarball."""
+    s3 = boto3.client("s3", region_name=REGION)
+    try:
+        head = s3.head_object(Bucket=pool["setup"]["bucket"], Key="config-%s.tar.gz" % name)
+    except s3.exceptions.ClientError:
+        return None
+    return proto.parse_lease_metadata(head["Metadata"])
+
+
+def sweep_rules():
+    """The rules there always are: the setup stack's one sweep rule."""
+    events = boto3.client("events", region_name=REGION)
+    return [r["Name"] for r in events.list_rules()["Rules"] if r["Name"].startswith(proto.STACK_LAMBDA)]
+
+
+def _epoch(iso):
+    from datetime import datetime, timezone
+    return int(datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
+
+
 def tarball(pool, name="a1"):
     s3 = boto3.client("s3", region_name=REGION)
     body = s3.get_object(Bucket=pool["setup"]["bucket"], Key="config-%s.tar.gz" % name)["Body"].read()
@@ -74,12 +96,10 @@ def test_launch_one_call_tags_and_protocol(pool):
     ec2 = boto3.client("ec2", region_name=REGION)
     reservations = ec2.describe_instances(InstanceIds=result["instance_ids"])["Reservations"]
     assert len(reservations) == 1
-    events = boto3.client("events", region_name=REGION)
-    target = events.list_targets_by_rule(Rule="a1")["Targets"][0]
-    assert target["Arn"] == pool["setup"]["odi_lease_function_arn"]
-    lease = json.loads(target["Input"])
-    assert lease["AnnexID"] == "a1" and lease["S3BucketName"] == pool["setup"]["bucket"]
-    assert events.describe_rule(Name="a1")["ScheduleExpression"] == "rate(5 minutes)"
+    # the lease is the tarball's metadata; no rule is created for the annex
+    assert lease(pool) == (8.0, _epoch(result["lease_expiration"]))
+    assert "ANNEX_LEASE_END = %d" % lease(pool)[1] in tarball(pool)["99-htcondor-annex-lease.config"].decode()
+    assert inventory()["rules"] == sweep_rules()
 
 
 def test_password_only_in_bucket(pool):
@@ -143,36 +163,31 @@ def test_changed_duration_extends_lease(pool):
     result = launch(pool, duration=12)
     assert result["changed"] is True and result["launched_instance_ids"] == []
     assert result["lease_expiration"] > first["lease_expiration"]
-    events = boto3.client("events", region_name=REGION)
-    lease = json.loads(events.list_targets_by_rule(Rule="a1")["Targets"][0]["Input"])
-    assert proto.iso8601(int(lease["LeaseExpiration"])) == result["lease_expiration"]
+    assert lease(pool) == (12.0, _epoch(result["lease_expiration"]))
     assert launch(pool, duration=12)["changed"] is False
 
 
 def _set_lease_end(pool, name, end, duration=8):
-    """Rewrite the annex's lease rule and target as if its lease ended at `end` (epoch)."""
-    events = boto3.client("events", region_name=REGION)
-    events.put_rule(Name=name, ScheduleExpression=proto.LEASE_RULE_SCHEDULE,
-                    Description=proto.lease_description(duration, end))
-    target = events.list_targets_by_rule(Rule=name)["Targets"][0]
-    events.put_targets(Rule=name, Targets=[dict(target, Input=proto.lease_input(name, pool["setup"]["bucket"], end))])
+    """Rewrite the annex's lease (its tarball's metadata) as if it ended at `end` (epoch)."""
+    s3 = boto3.client("s3", region_name=REGION)
+    key = proto.tarball_key(name)
+    s3.copy_object(Bucket=pool["setup"]["bucket"], Key=key, CopySource={"Bucket": pool["setup"]["bucket"], "Key": key},
+                   Metadata=proto.lease_metadata(duration, end), MetadataDirective="REPLACE")
 
 
 @pytest.mark.parametrize("case,seconds_from_now", [("ended", -3600), ("ends_before_next_lease_run", 60)])
 def test_growing_after_the_lease_ended_starts_a_new_lease(pool, case, seconds_from_now):
     """Same duration, but the lease has ended (or ends before the rule runs again): the grown annex
-    gets a new lease end = now + duration, in the rule, its target and the tarball."""
+    gets a new lease end = now + duration, in the tarball's lease metadata and its worker-side lease."""
     import time
     launch(pool)
     _set_lease_end(pool, "a1", int(time.time()) + seconds_from_now)
     start = time.time()
     result = launch(pool, count=3)
     assert result["changed"] is True and len(result["launched_instance_ids"]) == 1, result
-    events = boto3.client("events", region_name=REGION)
-    end = int(json.loads(events.list_targets_by_rule(Rule="a1")["Targets"][0]["Input"])["LeaseExpiration"])
+    duration, end = lease(pool)
     assert start + 8 * 3600 - 5 <= end <= time.time() + 8 * 3600 + 5
-    assert proto.iso8601(end) == result["lease_expiration"]
-    assert proto.parse_lease_description(events.describe_rule(Name="a1")["Description"]) == (8.0, end)
+    assert proto.iso8601(end) == result["lease_expiration"] and duration == 8.0
     assert "ANNEX_LEASE_END = %d" % end in tarball(pool)["99-htcondor-annex-lease.config"].decode()
 
 
@@ -202,7 +217,7 @@ def test_absent_terminates_and_removes_lease_twice_safe(pool):
     result = run_module(annex, dict(name="a1", state="absent"))
     assert result["changed"] is True, result
     assert instances() == []
-    assert inventory()["rules"] == []
+    assert inventory()["rules"] == sweep_rules()
     assert inventory()["objects"][pool["setup"]["bucket"]] == []
     assert any("condor_off" in w for w in result["warnings"]) or "condor_off" in result["msg"]
     again = run_module(annex, dict(name="a1", state="absent"))
@@ -223,8 +238,7 @@ def test_spot_fleet_annex(pool):
         "SpotFleetRequestConfigs"][0]["SpotFleetRequestConfig"]
     assert config["TargetCapacity"] == 3
     assert config["LaunchSpecifications"][0]["IamInstanceProfile"]["Arn"] == pool["setup"]["instance_profile_arn"]
-    events = boto3.client("events", region_name=REGION)
-    assert events.list_targets_by_rule(Rule="s1")["Targets"][0]["Arn"] == pool["setup"]["sfr_lease_function_arn"]
+    assert lease(pool, "s1") == (8.0, _epoch(result["lease_expiration"]))
     again = launch(pool, name="s1", count=None, ami_id=None, slots=3, spot_fleet_config=str(fleet))
     assert again["changed"] is False, again
     gone = run_module(annex, dict(name="s1", state="absent"))
@@ -249,7 +263,7 @@ def test_absent_of_a_spot_fleet_annex_whose_instances_are_gone(pool):
     result = run_module(annex, dict(name="s1", state="absent"))
     assert result["changed"] is True and not result.get("failed"), result
     after = inventory()
-    assert after["fleets"] == [] and after["rules"] == [] and after["instances"] == []
+    assert after["fleets"] == [] and after["rules"] == sweep_rules() and after["instances"] == []
     assert after["objects"][pool["setup"]["bucket"]] == []
     assert run_module(annex, dict(name="s1", state="absent"))["changed"] is False
 
@@ -286,34 +300,118 @@ class _Raw:
         return self.body
 
 
-def test_failure_after_upload_and_rule_rolls_back(pool, monkeypatch):
+def test_failed_launch_keeps_the_lease_and_says_so(pool, monkeypatch):
+    """RunInstances refused: no instance; the tarball and its lease stay (without workers they bill
+    nothing and the sweep deletes them at the lease end; deleting them is what orphaned workers
+    when the failure came after the launch took effect). The message says what was left and never
+    claims a rollback."""
     before = inventory()
     _inject_failure(monkeypatch, "RunInstances", "InsufficientInstanceCapacity", 100)
     result = launch(pool)
-    assert result["failed"] and "InsufficientInstanceCapacity" in result["msg"]
-    assert "rolled back" in result["msg"]
-    assert inventory() == before  # no tarball, no rule, no instance
-    assert result["changed"] is False
-
-
-def test_incomplete_rollback_says_what_was_left(pool, monkeypatch):
-    """When a rollback step fails too, the message must not claim a rollback: it says what was left
-    and to run state=absent."""
-    from ansible_collections.htcondor.annex.plugins.module_utils.aws import AnnexAWSError
-
-    def refuse(*args, **kwargs):
-        raise AnnexAWSError("AWS error during events:DeleteRule: InternalFailure: injected", code="InternalFailure")
-
-    monkeypatch.setattr(annex, "delete_lease_rule", refuse)
-    _inject_failure(monkeypatch, "RunInstances", "InsufficientInstanceCapacity", 100)
-    result = launch(pool)
     assert result["failed"] and "InsufficientInstanceCapacity" in result["msg"], result
-    assert "rolled back what this run created" not in result["msg"]
-    assert "rollback incomplete: the new lease rule a1 left in place" in result["msg"]
-    assert "state=absent" in result["msg"]
-    assert any("rollback incomplete" in w for w in result["warnings"])
-    assert inventory()["rules"] == ["a1"] and inventory()["objects"][pool["setup"]["bucket"]] == []
+    assert "rolled back" not in result["msg"] and "rollback" not in result["msg"]
+    assert "config-a1.tar.gz and its lease" in result["msg"] and "state=absent" in result["msg"]
+    after = inventory()
+    assert after["instances"] == before["instances"] and after["rules"] == before["rules"]
+    assert after["objects"][pool["setup"]["bucket"]] == ["config-a1.tar.gz"] and lease(pool)[1]
     assert result["changed"] is True
+
+
+def _lose_reply(monkeypatch, operation):
+    """The call takes effect, then its reply is lost (a read timeout after AWS acted)."""
+    import botocore.client
+    from botocore.exceptions import ReadTimeoutError
+    original = botocore.client.BaseClient._make_api_call
+
+    def lost(client, operation_name, api_params):
+        response = original(client, operation_name, api_params)
+        if operation_name == operation:
+            raise ReadTimeoutError(endpoint_url="https://ec2.us-east-1.amazonaws.com/")
+        return response
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", lost)
+
+
+def test_lost_run_instances_reply_leaves_workers_with_their_lease(pool, monkeypatch):
+    """The failure issue 11 found: RunInstances took effect, its reply was lost. The workers must
+    keep their tarball and lease; the re-run counts them, launches nothing and has nothing to
+    repair; with the tarball deleted behind its back, the re-run puts it back with a lease."""
+    with monkeypatch.context() as patched:
+        _lose_reply(patched, "RunInstances")
+        result = launch(pool)
+    assert result["failed"] and "Read timeout" in result["msg"], result
+    assert len(instances()) == 2
+    first_lease = lease(pool)
+    assert first_lease[0] == 8.0 and first_lease[1] > 0
+    again = launch(pool)
+    assert again["changed"] is False and again["launched_instance_ids"] == [], again
+    assert lease(pool) == first_lease and len(instances()) == 2
+    boto3.client("s3", region_name=REGION).delete_object(Bucket=pool["setup"]["bucket"], Key="config-a1.tar.gz")
+    repaired = launch(pool)
+    assert repaired["changed"] is True and repaired["launched_instance_ids"] == [], repaired
+    assert "repaired the tarball and lease missing" in repaired["msg"], repaired["msg"]
+    assert lease(pool)[1] == _epoch(repaired["lease_expiration"])
+    assert tarball(pool)["password_file.pl"] == PASSWORD
+    assert launch(pool)["changed"] is False
+
+
+def test_a_lease_less_tarball_of_live_workers_is_repaired(pool):
+    launch(pool)
+    s3 = boto3.client("s3", region_name=REGION)
+    key = "config-a1.tar.gz"
+    s3.copy_object(Bucket=pool["setup"]["bucket"], Key=key, CopySource={"Bucket": pool["setup"]["bucket"], "Key": key},
+                   Metadata={}, MetadataDirective="REPLACE")
+    assert lease(pool) == (None, None)
+    result = launch(pool)
+    assert result["changed"] is True and "without a lease" in result["msg"], result
+    assert lease(pool) == (8.0, _epoch(result["lease_expiration"]))
+
+
+def test_same_count_rerun_makes_at_most_two_calls(pool, monkeypatch):
+    import botocore.client
+    launch(pool)
+    names = []
+    original = botocore.client.BaseClient._make_api_call
+
+    def recorded(client, operation_name, api_params):
+        names.append(operation_name)
+        return original(client, operation_name, api_params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", recorded)
+    assert launch(pool)["changed"] is False
+    assert sorted(names) == ["DescribeInstances", "HeadObject"], names
+
+
+def test_a_user_rule_named_like_the_annex_survives_everything(pool):
+    """Issue 11 item 3: the collection creates no per-annex rule and finds condor_annex's rules only
+    through the lease functions, so a user's rule named like an annex (own schedule, own target) is
+    never touched by a launch, a grow, an extension, annex_info, state=absent or a full removal."""
+    from ansible_collections.htcondor.annex.plugins.modules import annex_info
+    events = boto3.client("events", region_name=REGION)
+    events.put_rule(Name="a1", ScheduleExpression="cron(0 3 * * ? *)", Description="nightly backup")
+    target = {"Id": "backup", "Arn": "arn:aws:sns:us-east-1:123456789012:backup"}
+    events.put_targets(Rule="a1", Targets=[target])
+    rule = dict(events.describe_rule(Name="a1"), ResponseMetadata=None)
+
+    def untouched():
+        assert dict(events.describe_rule(Name="a1"), ResponseMetadata=None) == rule
+        assert events.list_targets_by_rule(Rule="a1")["Targets"] == [target]
+
+    assert launch(pool)["changed"] is True
+    untouched()
+    assert launch(pool, count=3)["changed"] is True
+    untouched()
+    assert launch(pool, count=3, duration=12)["changed"] is True
+    untouched()
+    info = run_module(annex_info, dict(condor=False))
+    assert info["annexes"]["a1"]["lease_expiration"] and len(info["annexes"]["a1"]["instance_ids"]) == 3
+    untouched()
+    assert run_module(annex, dict(name="a1", state="absent"))["changed"] is True
+    untouched()
+    launch(pool)
+    assert run_module(annex, dict(all_annexes=True, state="absent"))["removed_annexes"] == ["a1"]
+    untouched()
+    assert instances() == []
 
 
 def test_throttling_is_retried(pool, monkeypatch):
@@ -323,12 +421,16 @@ def test_throttling_is_retried(pool, monkeypatch):
     assert result["changed"] is True and len(instances()) == 2, result
 
 
-def test_throttling_beyond_max_attempts_fails_clearly_and_rolls_back(pool, monkeypatch):
+def test_throttling_beyond_max_attempts_fails_clearly_and_launches_nothing(pool, monkeypatch):
     before = inventory()
     _inject_failure(monkeypatch, "RunInstances", "RequestLimitExceeded", 100)
     result = launch(pool, max_attempts=2)
     assert result["failed"] and "kept throttling" in result["msg"]
-    assert inventory() == before
+    after = inventory()
+    # only the lease object (which bills nothing) is left
+    assert after["objects"][pool["setup"]["bucket"]] == ["config-a1.tar.gz"]
+    after["objects"] = before["objects"]
+    assert after == before
 
 
 # ---------------------------------------------------------------- bad input: message + nothing created
@@ -480,3 +582,43 @@ def test_worker_side_protocol_lines_up(pool):
     # both boot script generations: untar into /etc/condor/config.d (<= 24.10) or /etc/condor (24.11+)
     wanted = {"00ec2-dynamic.config", "password_file.pl", "99-htcondor-annex-lease.config"}
     assert set(names) >= wanted | {"config.d/" + n for n in wanted}
+
+
+def test_removing_every_annex_takes_calls_independent_of_their_number(pool, monkeypatch):
+    """all_annexes=true (teardown.yml) lists once and batches: the same AWS calls for 1 annex of 1
+    worker as for 4 annexes of 1 to 4 workers."""
+    import botocore.client
+    names = []
+    original = botocore.client.BaseClient._make_api_call
+
+    def recorded(client, operation_name, api_params):
+        names.append(operation_name)
+        return original(client, operation_name, api_params)
+
+    def remove_all():
+        del names[:]
+        with monkeypatch.context() as patched:
+            patched.setattr(botocore.client.BaseClient, "_make_api_call", recorded)
+            result = run_module(annex, dict(all_annexes=True, state="absent", condor_off=False))
+        assert result["changed"] is True and not result.get("failed"), result
+        return result, sorted(names)
+
+    launch(pool, name="one", count=1)
+    result, one = remove_all()
+    assert result["removed_annexes"] == ["one"] and instances("one") == []
+    for number in range(1, 5):
+        launch(pool, name="many%d" % number, count=number)
+    result, many = remove_all()
+    assert result["removed_annexes"] == ["many1", "many2", "many3", "many4"]
+    assert one == many, (one, many)
+    assert len(one) <= 9, one
+    assert inventory()["instances"] == [] and inventory()["objects"][pool["setup"]["bucket"]] == []
+    again = run_module(annex, dict(all_annexes=True, state="absent"))
+    assert again["changed"] is False and again["removed_annexes"] == []
+
+
+def test_all_annexes_only_with_state_absent(pool):
+    for args in (dict(all_annexes=True, count=1), dict(all_annexes=True, name="a1", state="absent")):
+        result = run_module(annex, args)
+        assert result.get("failed") and "all_annexes=true goes with state=absent and no name" in result["msg"], result
+    assert "name is required" in run_module(annex, dict(state="absent"))["msg"]

@@ -278,17 +278,17 @@ def test_same_count_rerun_makes_no_image_lookup(pool, monkeypatch):
     again = launch(pool)
     assert again["changed"] is False and again["launched_instance_ids"] == [], again
     # a no-op re-run reads only what idempotence needs: no stack listing (issue 10: at most 2 calls)
-    assert sorted(calls.names) == ["DescribeInstances", "DescribeRule"], calls.names
+    assert sorted(calls.names) == ["DescribeInstances", "HeadObject"], calls.names
     assert again["ami_id"] is None and again["ami_source"] is None, again
     del calls.names[:]
     grown = launch(pool, count=3)  # launching again: looks the image up again
     assert len(grown["launched_instance_ids"]) == 1 and grown["ami_id"] == wanted, grown
     assert calls.names.count("DescribeImages") == 1, calls.names
-    # a grow that keeps the lease does not re-send the unchanged rule and target (issue 10: 5 calls
-    # besides the image lookup)
+    # a grow that keeps the lease reads it and writes it with the tarball in one PutObject (issue 10:
+    # 5 calls besides the image lookup)
     lookup = ("DescribeImages", "DescribeInstanceTypes")
     assert sorted(n for n in calls.names if n not in lookup) == [
-        "DescribeInstances", "DescribeRule", "DescribeStacks", "PutObject", "RunInstances"], calls.names
+        "DescribeInstances", "DescribeStacks", "HeadObject", "PutObject", "RunInstances"], calls.names
     assert {i["ImageId"] for i in annex_instances()} == {wanted}
 
 
