@@ -5,7 +5,7 @@ the operations of the matrix, one cell = one fault, and the checks.
 
 Operations (``OPERATIONS``): ``launch`` (a new annex, count 2), ``grow`` (1 -> 2), ``extend``
 (a new duration), ``absent`` (state=absent), ``setup`` (annex_setup present) and ``teardown``
-(what teardown.yml does: annex_info, annex state=absent for each annex, annex_setup absent).
+(what teardown.yml does: annex all_annexes=true state=absent, annex_setup absent, annex_info).
 The calls of an operation are taken from a recorded clean run through the proxy, so a call the
 modules start making is in the matrix without anyone listing it.
 
@@ -209,17 +209,20 @@ class Rig:
         return result
 
     def _teardown_step(self, run):
-        info = run("annex_info", {"condor": False})
-        if info.get("failed"):
-            return info
-        for annex in sorted(info.get("annexes") or {}):
-            result = run("annex", dict(name=annex, state="absent", condor_off=False))
-            if result.get("failed"):
-                return result
+        """What teardown.yml runs (roles/annex/tasks/remove.yml): every annex removed in one run,
+        the setup deleted, then the check that no annex instance is live."""
+        result = run("annex", dict(all_annexes=True, state="absent", condor_off=False))
+        if result.get("failed"):
+            return result
         result = run("annex_setup", {"state": "absent"})
-        if not result.get("failed"):
-            self.setup_result = None
-        return result
+        if result.get("failed"):
+            return result
+        self.setup_result = None
+        info = run("annex_info", {"condor": False})
+        live = [i for annex in (info.get("annexes") or {}).values() for i in annex.get("instance_ids") or []]
+        if live and not info.get("failed"):
+            return dict(failed=True, msg="annex instances still live after the teardown: %s" % ", ".join(live))
+        return info
 
     def ensure_no_setup(self):
         self.reset_cloud()
@@ -305,27 +308,32 @@ class Rig:
         outputs = dict((o["OutputKey"], o["OutputValue"]) for o in stack.get("Outputs", []))
         return outputs.get("BucketName")
 
+    def sweep_rule_targets_lease_function(self):
+        """The setup's sweep rule (a stack resource) exists, enabled, with the lease function as target."""
+        events = self.client("events")
+        for rule in events.list_rules().get("Rules", []):
+            if rule.get("State") != "ENABLED":
+                continue
+            targets = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+            if any(t.get("Input") == proto.sweep_input() for t in targets):
+                return True
+        return False
+
     def lease_and_tarball(self, annex):
         """(has a lease, has a tarball) for `annex`: THE invariant's definition of "leased".
-        Lease: the EventBridge rule named after the annex with the lease function's target
-        whose input names the annex and the bucket. Tarball: config-<AnnexID>.tar.gz in the bucket."""
+        Tarball: config-<AnnexID>.tar.gz in the setup bucket. Lease: that object's S3 metadata holds a
+        lease end (proto.parse_lease_metadata), and the setup's sweep rule, which ends annexes whose
+        lease is over, is there to read it."""
         bucket = self.bucket()
         if bucket is None:
             return False, False
         s3 = self.client("s3")
         try:
-            s3.head_object(Bucket=bucket, Key=proto.tarball_key(annex))
-            tarball = True
+            head = s3.head_object(Bucket=bucket, Key=proto.tarball_key(annex))
         except s3.exceptions.ClientError:
-            tarball = False
-        events = self.client("events")
-        try:
-            targets = events.list_targets_by_rule(Rule=annex)["Targets"]
-        except events.exceptions.ResourceNotFoundException:
-            targets = []
-        lease = any(t["Id"] == proto.LEASE_TARGET_ID and json.loads(t.get("Input") or "{}").get("AnnexID") == annex
-                    for t in targets)
-        return lease, tarball
+            return False, False
+        _duration, end = proto.parse_lease_metadata(head.get("Metadata"))
+        return end is not None and self.sweep_rule_targets_lease_function(), True
 
     def orphans(self):
         """THE invariant: live annex instances lacking a lease or a tarball, as "id (annex: what)"."""
@@ -362,7 +370,8 @@ class Rig:
         if bucket:
             s3 = self.client("s3")
             keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
-            left += ["object %s" % k for k in keys if k == proto.tarball_key(annex)]
+            # its tarball, and any per-annex object kept under a prefix (e.g. a launch lock <prefix>/<annex>.json)
+            left += ["object %s" % k for k in keys if k == proto.tarball_key(annex) or k.endswith("/%s.json" % annex)]
         return left
 
     def project_leftovers(self):
