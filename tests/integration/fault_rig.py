@@ -58,6 +58,9 @@ SIGNAL_WAIT = 10  # seconds the held call waits for the signalled process to end
 MODES = ("before", "after", "throttle", "reset", "sigint")
 LIVE = ("pending", "running", "stopping", "stopped")
 MODULE_PATH = "ansible_collections.htcondor.annex.plugins.modules.%s"
+# Seconds a run waits for the annex's launch lock held by another run (when the module has the
+# option): a lock left held by a faulted run shows as a failed re-run within seconds, not minutes.
+LOCK_WAIT = 20
 
 
 def module(name):
@@ -172,6 +175,8 @@ class Rig:
     def annex_args(self, name, **extra):
         args = dict(name=name, count=2, duration=1, ami_id=AMI, condor_version="23.9.6",
                     collector_host="cm.example.org:9618", owners=["alice"], password_file=str(self.password_file))
+        if "lock_timeout" in module("annex").argument_spec():
+            args["lock_timeout"] = LOCK_WAIT
         args.update(extra)
         return args
 
