@@ -15,6 +15,8 @@ there (a call and its botocore retries) and does one of:
 ``hook``     hold the call, run ``callback(call)`` (e.g. send SIGINT to the module's process),
              then forward it.
 
+Answers carry the proxy's own Date header, moved forward by ``clock_offset`` seconds when set.
+
 moto ignores ``ClientToken``; AWS answers a repeated ``RunInstances`` / ``RequestSpotFleet`` with
 the same token with the first call's result instead of launching again (EC2 User Guide, "Ensure
 idempotency in Amazon EC2 API requests"). The proxy emulates that, so a botocore retry of a call
@@ -31,6 +33,7 @@ import socketserver
 import struct
 import sys
 import threading
+import time
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -176,6 +179,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):  # quiet: the proxy records calls itself
         pass
 
+    def date_time_string(self, timestamp=None):
+        """The Date header, moved by the proxy's clock_offset (a run "some minutes later")."""
+        return super().date_time_string((timestamp or time.time()) + self.server.proxy.clock_offset)
+
     def _body(self):
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             chunks = []
@@ -305,6 +312,9 @@ class FaultProxy:
         self.rules = []
         self.launches = {}  # (action, client token) -> first successful answer
         self.errors = []  # unexpected exceptions in request handlers (forwarding failures)
+        # Seconds added to the Date header of every answer: what a client that learns the service's
+        # clock from its answers (the launch lock learns S3's) sees of a run that much later.
+        self.clock_offset = 0
         self._counts = {}
         self._lock = threading.Lock()
         self._token_locks = {}
