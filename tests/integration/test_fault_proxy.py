@@ -175,3 +175,15 @@ def test_a_retried_launch_with_the_same_client_token_launches_once(proxy, conn):
 def test_only_loopback_upstreams():
     with pytest.raises(ValueError):
         FaultProxy("http://example.org:5000")
+
+
+def test_clock_offset_moves_the_date_header(proxy, conn, bucket):
+    from email.utils import parsedate_to_datetime  # pylint: disable=import-outside-toplevel
+    s3 = conn.client("s3")
+    now = parsedate_to_datetime(s3.list_objects_v2(Bucket=BUCKET)["ResponseMetadata"]["HTTPHeaders"]["date"])
+    proxy.clock_offset = 3600
+    try:
+        later = parsedate_to_datetime(s3.list_objects_v2(Bucket=BUCKET)["ResponseMetadata"]["HTTPHeaders"]["date"])
+    finally:
+        proxy.clock_offset = 0
+    assert 3590 <= (later - now).total_seconds() <= 3660
