@@ -234,8 +234,8 @@ def teardown_side_by_side(bench, sizes, workers):
         for name in names:
             bench.module(EC2_INSTANCE, ec2_instance_args("Ec2" + name, workers))
         for name in names:
-            result, secs, calls, _spent = bench.measured(EC2_INSTANCE, ec2_instance_args("Ec2" + name, workers,
-                                                                                          "absent"))
+            removal = ec2_instance_args("Ec2" + name, workers, "absent")
+            _result, secs, calls, _spent = bench.measured(EC2_INSTANCE, removal)
             total_calls += sum(calls.values())
             total_secs += secs
             for key, n in calls.items():

@@ -85,7 +85,7 @@ def _end(ec2, annex, out):
 
 def _sweep(s, bucket, now, out):
     s3, ec2 = s.client('s3'), s.client('ec2')
-    pre = TARBALL_KEY.split('%')[0]
+    pre = TARBALL_KEY.partition('%')[0]
     for page in s3.get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix=pre):
         for key in [o['Key'] for o in page.get('Contents', [])]:
             annex = key[len(pre):-7]
@@ -138,7 +138,7 @@ def deployable_source():
     whitespace differs: a unit test compares the syntax trees."""
     import inspect
     import sys
-    src = inspect.getsource(sys.modules[__name__]).split('\ndef deployable_source')[0]
+    src = inspect.getsource(sys.modules[__name__]).partition('\ndef deployable_source')[0]
     lines = []
     for line in src.splitlines():
         body = line.lstrip(' ')

@@ -47,7 +47,7 @@ def state_tuples(path):
 def test_lease_function_constants_match_the_protocol():
     assert lease_function.TAG == proto.ANNEX_NAME_TAG
     assert lease_function.TARBALL_KEY % "MyAnnex" == proto.tarball_key("MyAnnex")
-    assert lease_function.TARBALL_KEY.split("%")[0] == proto.TARBALL_PREFIX
+    assert lease_function.TARBALL_KEY.partition("%")[0] == proto.TARBALL_PREFIX
     assert lease_function.LEASE_END == proto.LEASE_END_META
     assert tuple(lease_function.INSTANCE_STATES) == resources.ALL_INSTANCE_STATES
     assert tuple(lease_function.FLEET_STATES) == resources.LIVE_FLEET_STATES
