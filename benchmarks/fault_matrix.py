@@ -27,7 +27,7 @@ import fault_rig  # noqa: E402
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--ops", default=",".join(fault_rig.OPERATIONS))
     parser.add_argument("--modes", default=",".join(fault_rig.MODES))
     parser.add_argument("--json", help="also write every cell's outcome to this file")

@@ -142,8 +142,8 @@ class Rule:
             self.nth <= occurrence < self.nth + self.times
 
     def __repr__(self):
-        return "Rule(%s:%s #%d x%d %s%s)" % (self.service, self.action, self.nth, self.times, self.mode,
-                                              "/" + self.when if self.mode == "reset" else "")
+        when = "/" + self.when if self.mode == "reset" else ""
+        return "Rule(%s:%s #%d x%d %s%s)" % (self.service, self.action, self.nth, self.times, self.mode, when)
 
 
 class Call:
@@ -204,7 +204,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         lower = {k.lower(): v for k, v in headers.items()}
         parsed = urllib.parse.urlparse(self.path)
         entry = dict(headers=headers, method=self.command, url=self.path, body="")
-        service, _ = classify(entry)
+        service = classify(entry)[0]
         form_text = body.decode("latin-1") if service != "s3" else ""
         entry["body"] = form_text
         service, action = classify(entry)
