@@ -131,6 +131,12 @@ class MotoServer:
         except (OSError, AttributeError):
             return ""
 
+    def reset(self):
+        """Forget every resource of every service (moto's /moto-api/reset)."""
+        req = urllib.request.Request(self.url + "/moto-api/reset", method="POST")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            resp.read()
+
     # --- request recording (moto's /moto-api/recorder) -------------------------------------
     def _api(self, path):
         req = urllib.request.Request(self.url + "/moto-api/recorder/" + path, method="POST")
