@@ -118,6 +118,7 @@ class AnnexLock:
         self._monotonic = monotonic
         self.holder = dict(host=socket.gethostname(), pid=os.getpid(), id=uuid.uuid4().hex)
         self.etag = None  # of the lock object as this run last wrote it, while held
+        self._maybe_written = False  # a lock write failed in a way that may have taken effect
         self.acquired = None
         self._fresh_since = None  # monotonic time the last write of a held lock was sent
         self.previous = []  # recent launches recorded by earlier holders
@@ -208,6 +209,9 @@ class AnnexLock:
                     break
             except AnnexAWSError as exc:
                 if exc.code not in LOST_RACE:
+                    # the write may have taken effect with its reply lost (5xx, reset): release()
+                    # then looks for a lock of ours, so the next run need not wait for it to expire
+                    self._maybe_written = True
                     raise
                 # another run wrote first: read again at once (whoever holds the lock now is
                 # then waited for), but after a 409 (S3: a concurrent conditional write) or
@@ -246,6 +250,8 @@ class AnnexLock:
         not hold (If-Match on its ETag). Failures become warnings: the lock then expires."""
         self._unguard()
         if self.etag is None:
+            if self._maybe_written:
+                self._discard_own()
             return
         recent = self._recent(self.previous + self.launches)
         try:
@@ -274,6 +280,19 @@ class AnnexLock:
                                      self.bucket, self.key, self.annex_id, exc.message, self.ttl))
         finally:
             self.etag = None
+
+    def _discard_own(self):
+        """After a lock write whose outcome is unknown: delete the lock if it is this run's (by the
+        holder id in it, If-Match on what was read). Best effort: if S3 still fails, it expires."""
+        self._maybe_written = False
+        try:
+            seen = self._read()
+            if seen is not None and seen.holder.get("id") == self.holder["id"]:
+                call(self.s3, "DeleteObject", Bucket=self.bucket, Key=self.key, IfMatch=seen.etag)
+        except AnnexAWSError as exc:
+            self.warnings.append("a launch lock write of annex %s failed and the lock may be left held: other runs "
+                                 "of this annex wait until it expires, within %d s (%s)" % (
+                                     self.annex_id, self.ttl, exc.message))
 
     def __enter__(self):
         try:

@@ -203,6 +203,53 @@ def test_other_errors_are_not_taken_for_contention(s3, monkeypatch):
     assert info.value.code == "AccessDenied"
 
 
+def test_a_lock_write_whose_reply_was_lost_is_deleted_on_the_way_out(s3, monkeypatch):
+    """The create took effect, then S3's reply was lost (a 5xx after the fact, beyond botocore's
+    retries): the run fails, but leaving the with-block deletes its own lock, so the next run does
+    not wait for it to expire."""
+    real_call = annex_lock.call
+
+    done = []
+
+    def lost(client, operation, **kwargs):
+        response = real_call(client, operation, **kwargs)
+        done.append(operation)
+        if operation == "PutObject":
+            raise AnnexAWSError("AWS error during s3:PutObject: InternalError", code="InternalError")
+        return response
+
+    mine = lock(s3)
+    with monkeypatch.context() as patched:
+        patched.setattr(annex_lock, "call", lost)
+        with pytest.raises(AnnexAWSError):
+            with mine:
+                pass
+    # the write took effect, the cleanup read it back as ours and deleted it
+    assert done == ["PutObject", "GetObject", "DeleteObject"], done
+    assert stored(s3) is None and mine.warnings == []
+    fake = FakeTime()
+    lock(s3, fake).acquire()
+    assert fake.slept == []
+
+
+def test_another_runs_lock_is_kept_after_a_failed_write(s3, monkeypatch):
+    """A create refused for another reason than contention, while another run holds the lock:
+    the cleanup reads the lock, sees another holder, and leaves it."""
+    theirs = lock(s3).acquire()
+    real_call = annex_lock.call
+
+    def refused(client, operation, **kwargs):
+        if operation == "PutObject":
+            raise AnnexAWSError("AWS error during s3:PutObject: InternalError", code="InternalError")
+        return real_call(client, operation, **kwargs)
+
+    monkeypatch.setattr(annex_lock, "call", refused)
+    with pytest.raises(AnnexAWSError):
+        with lock(s3):
+            pass
+    assert stored(s3)[1]["holder"] == theirs.holder
+
+
 def test_a_failed_release_is_a_warning_not_a_failure(s3, monkeypatch):
     held = lock(s3).acquire()
     real_call = annex_lock.call
