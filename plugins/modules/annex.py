@@ -40,8 +40,8 @@ description:
     the annex's launch lock (an S3 object in the setup bucket, written with conditional writes), counts
     again and launches only what is still missing, so together they never launch more than O(count) (or
     O(slots)). A run with nothing to launch takes no lock.
-  - SIGINT and SIGTERM are handled as any failure: the launch lock is released and the message says what
-    may be left.
+  - SIGINT and SIGTERM are handled as any failure (the launch lock is released and the message says what
+    may be left).
   - Runs on the central manager, which holds the pool password file.
 author:
   - HTCondor annex maintainers (@htcondor-annex)
