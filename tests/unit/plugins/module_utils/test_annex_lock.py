@@ -203,24 +203,32 @@ def test_other_errors_are_not_taken_for_contention(s3, monkeypatch):
     assert info.value.code == "AccessDenied"
 
 
+def _failing(operation, message, done=None, after=False):
+    """annex_lock.call that raises AnnexAWSError(message, InternalError) on `operation`, before it
+    reaches moto or (after=True) once it took effect; `done` records the calls that reached moto."""
+    real_call = annex_lock.call
+
+    def call(client, name, **kwargs):
+        if name == operation and not after:
+            raise AnnexAWSError(message, code="InternalError")
+        response = real_call(client, name, **kwargs)
+        if done is not None:
+            done.append(name)
+        if name == operation:
+            raise AnnexAWSError(message, code="InternalError")
+        return response
+    return call
+
+
 def test_a_lock_write_whose_reply_was_lost_is_deleted_on_the_way_out(s3, monkeypatch):
     """The create took effect, then S3's reply was lost (a 5xx after the fact, beyond botocore's
     retries): the run fails, but leaving the with-block deletes its own lock, so the next run does
     not wait for it to expire."""
-    real_call = annex_lock.call
-
     done = []
-
-    def lost(client, operation, **kwargs):
-        response = real_call(client, operation, **kwargs)
-        done.append(operation)
-        if operation == "PutObject":
-            raise AnnexAWSError("AWS error during s3:PutObject: InternalError", code="InternalError")
-        return response
-
     mine = lock(s3)
     with monkeypatch.context() as patched:
-        patched.setattr(annex_lock, "call", lost)
+        patched.setattr(annex_lock, "call", _failing("PutObject", "AWS error during s3:PutObject: InternalError",
+                                                     done, after=True))
         with pytest.raises(AnnexAWSError):
             with mine:
                 pass
@@ -236,14 +244,7 @@ def test_another_runs_lock_is_kept_after_a_failed_write(s3, monkeypatch):
     """A create refused for another reason than contention, while another run holds the lock:
     the cleanup reads the lock, sees another holder, and leaves it."""
     theirs = lock(s3).acquire()
-    real_call = annex_lock.call
-
-    def refused(client, operation, **kwargs):
-        if operation == "PutObject":
-            raise AnnexAWSError("AWS error during s3:PutObject: InternalError", code="InternalError")
-        return real_call(client, operation, **kwargs)
-
-    monkeypatch.setattr(annex_lock, "call", refused)
+    monkeypatch.setattr(annex_lock, "call", _failing("PutObject", "AWS error during s3:PutObject: InternalError"))
     with pytest.raises(AnnexAWSError):
         with lock(s3):
             pass
@@ -252,14 +253,7 @@ def test_another_runs_lock_is_kept_after_a_failed_write(s3, monkeypatch):
 
 def test_a_failed_release_is_a_warning_not_a_failure(s3, monkeypatch):
     held = lock(s3).acquire()
-    real_call = annex_lock.call
-
-    def call(client, operation, **kwargs):
-        if operation == "DeleteObject":
-            raise AnnexAWSError("AWS error during s3:DeleteObject: InternalError: boom", code="InternalError")
-        return real_call(client, operation, **kwargs)
-
-    monkeypatch.setattr(annex_lock, "call", call)
+    monkeypatch.setattr(annex_lock, "call", _failing("DeleteObject", "AWS error during s3:DeleteObject: InternalError: boom"))
     held.release()
     assert len(held.warnings) == 1 and "expires" in held.warnings[0] and "boom" in held.warnings[0]
 
