@@ -253,7 +253,8 @@ def test_another_runs_lock_is_kept_after_a_failed_write(s3, monkeypatch):
 
 def test_a_failed_release_is_a_warning_not_a_failure(s3, monkeypatch):
     held = lock(s3).acquire()
-    monkeypatch.setattr(annex_lock, "call", _failing("DeleteObject", "AWS error during s3:DeleteObject: InternalError: boom"))
+    monkeypatch.setattr(annex_lock, "call",
+                        _failing("DeleteObject", "AWS error during s3:DeleteObject: InternalError: boom"))
     held.release()
     assert len(held.warnings) == 1 and "expires" in held.warnings[0] and "boom" in held.warnings[0]
 
