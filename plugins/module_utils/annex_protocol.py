@@ -57,6 +57,46 @@ SWEEP_INPUT = {"Sweep": True}
 # seconds given as hours), which would run workers unattended for years.
 MAX_LEASE_HOURS = 8760
 
+# The collection's worker boot agent (roles/condor_worker/files/htcondor-annex-agent), which
+# replaces the stock condor-annex-ec2 boot script on images the condor_worker role builds. It
+# cannot import the collection: tests/unit/.../test_protocol_copies.py checks its copies of these.
+# - BOOT_AGENT_IMAGE_TAG on an AMI (value BOOT_AGENT_VERSION) says its workers run the agent: they
+#   speak IMDSv2 only, so the annex module launches them with metadata_options(True, ...).
+# - BUCKET_TAG on every worker names the setup's bucket: the agent needs no IAM introspection.
+# - The agent tags its own instance (and no other tag key) with why it gave up booting
+#   (BOOT_FAILURE_TAG) and with a Spot interruption or rebalance notice (SPOT_NOTICE_TAG, value
+#   "<kind> <time>", kind "interruption-<action>" or "rebalance"); annex_info reads them back.
+# - SPOT_NOTICE_ATTR is the machine attribute a worker advertises after such a notice.
+# - JOB_ROLE_NAME: the role whose credentials the agent hands to jobs (annex_setup's
+#   worker_policy_arns), found by name: arn:<partition>:iam::<account>:role/<JOB_ROLE_NAME>.
+BOOT_AGENT_IMAGE_TAG = "htcondor-annex:boot-agent"
+BOOT_AGENT_VERSION = "1"
+BUCKET_TAG = "htcondor-annex:config-bucket"
+BOOT_FAILURE_TAG = "htcondor-annex:boot-failure"
+SPOT_NOTICE_TAG = "htcondor-annex:spot-notice"
+AGENT_SELF_TAGS = (BOOT_FAILURE_TAG, SPOT_NOTICE_TAG)
+SPOT_NOTICE_ATTR = "AnnexSpotNotice"
+JOB_ROLE_NAME = "HTCondorAnnex-JobRole-%s"  # % region
+
+
+def metadata_options(boot_agent, allow_imdsv1=False, metadata_tags=True):
+    """MetadataOptions for a worker launch (RunInstances, launch templates).
+
+    boot_agent: the image runs the collection's agent -> IMDSv2 only (HttpTokens required), hop
+    limit 1 (a job's container cannot reach instance metadata), instance tags in metadata (the
+    agent reads its annex there without an API call) unless metadata_tags is False (AWS refuses
+    that setting when a tag key has characters instance metadata cannot carry).
+    Otherwise the image boots the stock condor-annex-ec2 script, which reads instance metadata
+    with plain curl (IMDSv1): only when the user allowed it (allow_imdsv1); None means refuse."""
+    if boot_agent:
+        options = {"HttpEndpoint": "enabled", "HttpTokens": "required", "HttpPutResponseHopLimit": 1}
+        options["InstanceMetadataTags"] = "enabled" if metadata_tags else "disabled"
+        return options
+    if allow_imdsv1:
+        return {"HttpEndpoint": "enabled", "HttpTokens": "optional", "HttpPutResponseHopLimit": 1}
+    return None
+
+
 STACK_BUCKET = "HTCondorAnnex-ConfigurationBucket"
 STACK_LAMBDA = "HTCondorAnnex-LambdaFunctions"
 STACK_PROFILE = "HTCondorAnnex-InstanceProfile"

@@ -713,6 +713,13 @@ class Annex:
         self.notes.append("launched %d %s for annex %s (client token %s)" % (
             to_launch, "slots" if spot else "instances", self.name, token))
 
+    def metadata_options(self):
+        """The workers' instance metadata settings (one home for every launch path).
+        The stock condor-annex-ec2 boot script reads instance metadata with plain curl (no
+        IMDSv2 token); AMIs that default to IMDSv2-only (e.g. Amazon Linux 2023) would leave
+        the worker unable to find its annex, so allow both, explicitly."""
+        return {"HttpEndpoint": "enabled", "HttpTokens": "optional"}
+
     def tag_specifications(self, resource_types):
         tags = dict(self.params["tags"])
         tags.setdefault("Name", "%s-worker" % self.name)
@@ -782,10 +789,7 @@ class Annex:
             ClientToken=token, IamInstanceProfile={"Arn": setup["instance_profile_arn"]},
             SecurityGroupIds=[setup["security_group_id"]], InstanceInitiatedShutdownBehavior="terminate",
             TagSpecifications=self.tag_specifications(["instance", "volume"]),
-            # The stock condor-annex-ec2 boot script reads instance metadata with plain curl (no
-            # IMDSv2 token); AMIs that default to IMDSv2-only (e.g. Amazon Linux 2023) would leave
-            # the worker unable to find its annex, so allow both, explicitly.
-            MetadataOptions={"HttpEndpoint": "enabled", "HttpTokens": "optional"},
+            MetadataOptions=self.metadata_options(),
         )
         key_name = self.key_name(setup)
         if key_name:
