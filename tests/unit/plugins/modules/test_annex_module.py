@@ -90,9 +90,13 @@ def test_launch_one_call_tags_and_protocol(pool):
         if "IamInstanceProfile" in inst:
             assert inst["IamInstanceProfile"]["Arn"] == pool["setup"]["instance_profile_arn"]
         assert [g["GroupId"] for g in inst["SecurityGroups"]] == pool["setup"]["security_group_ids"]
-        # the stock boot script reads metadata without an IMDSv2 token
-        assert inst["MetadataOptions"]["HttpTokens"] == "optional"
+        assert tags[proto.BUCKET_TAG] == pool["setup"]["bucket"]
+        # an image with the boot agent (tag_boot_agent_image): IMDSv2 only, hop 1, tags in metadata
+        assert inst["MetadataOptions"]["HttpTokens"] == "required"
         assert inst["MetadataOptions"]["HttpEndpoint"] == "enabled"
+        assert inst["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+        assert inst["MetadataOptions"]["InstanceMetadataTags"] == "enabled"
+    assert result["boot_agent"] is True
     assert any("IamInstanceProfile" in i for i in found)
     # one reservation = one RunInstances call for both
     ec2 = boto3.client("ec2", region_name=REGION)
@@ -548,11 +552,12 @@ BAD = [
     ("instance_type_trailing_newline", dict(instance_type="t3.micro\n"), "is not an EC2 instance type"),
     ("unknown_region", dict(region="mars-north-1"), "unknown region"),
     ("missing_ami", dict(ami_id=None), "count needs ami_id"),
-    # issue 15 item 7: what IAM/EC2 refuse, before any call; the module's 3 tags count
+    # issue 15 item 7: what IAM/EC2 refuse, before any call; the module's 4 tags count
     ("tag_key_hash", dict(tags={"team#1": "x"}), "the key contains '#'"),
     ("tag_value_ampersand", dict(tags={"lab": "R&D"}), "the value contains '&'"),
-    ("tags_over_50_with_ours", dict(tags=dict(("k%d" % i, "v") for i in range(48))),
+    ("tags_over_50_with_ours", dict(tags=dict(("k%d" % i, "v") for i in range(47))),
      "51 tags: AWS allows at most 50 per resource"),
+    ("bucket_tag_given", dict(tags={proto.BUCKET_TAG: "x"}), "is set by the module and cannot be given"),
     ("lock_timeout_negative", dict(lock_timeout=-1), "lock_timeout must be 0 to 3600 seconds (got -1)"),
     ("lock_timeout_huge", dict(lock_timeout=3601), "lock_timeout must be 0 to 3600 seconds (got 3601)"),
 ]
