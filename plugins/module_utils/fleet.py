@@ -72,7 +72,7 @@ def delete_launch_templates(ec2, templates):
                 raise
 
 
-def put_launch_template(ec2, annex_id, data, template_tags):
+def annex_launch_template(ec2, annex_id, data, template_tags):
     """(template id, version, created) of the annex's launch template holding `data`: a new
     version of the one there is, else a new template. One describe and one create call."""
     name = launch_template_name(annex_id)

@@ -881,7 +881,7 @@ class Annex:
         """Launch `count` workers with CreateFleet (type instant) over instance types x subnets,
         retrying the shortfall once without the pools that failed (fleet.py). Returns the ids."""
         params = self.params
-        template = fleet.put_launch_template(self.ec2, self.name, self.launch_template_data(setup),
+        template = fleet.annex_launch_template(self.ec2, self.name, self.launch_template_data(setup),
                                              self.tag_specifications(["launch-template"]))
 
         def build(pools, capacity, request_token):
