@@ -18,7 +18,8 @@ description:
   - Uploads the worker configuration tarball C(config-<name>.tar.gz) (rendered for the pool's HTCondor
     version; holds the pool password, which goes nowhere else) to the private setup bucket, with the lease
     (its end and duration) as the object's metadata, in one C(PutObject), then launches the workers with one
-    C(RunInstances) per subnet, spread over the subnets' zones (or one C(RequestSpotFleet)). Every 5 minutes the setup's lease function ends the annexes
+    C(RunInstances) per subnet, spread over the subnets' zones (with O(instance_types) or O(spot=true): one
+    C(CreateFleet) of type C(instant) over types x subnets; with O(slots): one C(RequestSpotFleet)). Every 5 minutes the setup's lease function ends the annexes
     whose lease has ended.
   - The lease is also enforced on the workers, whose HTCondor exits at lease end so the instance halts
     and terminates even if the cloud-side schedule fails.
@@ -33,7 +34,7 @@ description:
     lost and workers must never run without a lease. Every run that finds live workers puts back a missing or
     lease-less tarball.
   - O(state=absent) runs C(condor_off -annex NAME) where HTCondor is reachable, cancels the annex's Spot
-    Fleet requests (terminating their instances), terminates its instances, deletes its tarball and lease,
+    Fleet requests (terminating their instances), terminates its instances, deletes its launch template, its tarball and lease,
     and the lease rules C(condor_annex) made for it (found through the lease functions; a rule is deleted
     only when all its targets are lease functions). O(all_annexes=true) does this for every annex.
   - Runs of one annex started together launch one after the other. A run with something to launch takes
@@ -56,9 +57,10 @@ options:
     description:
       - With O(state=absent), remove every annex of the region (what C(teardown.yml) does) instead of one O(name),
         that is instances tagged C(htcondor:AnnexName), annex Spot Fleet requests, every C(config-*.tar.gz) tarball and
-        lease, and the lease rules C(condor_annex) made.
+        lease, the annexes' launch templates, and the lease rules C(condor_annex) made.
       - Takes the same number of AWS calls however many annexes and instances there are (listings once, cancels,
-        terminations and deletions batched).
+        terminations and deletions batched), plus one C(DeleteLaunchTemplate) per annex launched with a fleet
+        (EC2 deletes launch templates one at a time).
     type: bool
     default: false
   state:
