@@ -72,26 +72,42 @@ def delete_launch_templates(ec2, templates):
                 raise
 
 
-def annex_launch_template(ec2, annex_id, data, template_tags):
+def annex_launch_template(ec2, annex_id, data, template_tags, first_launch=False):
     """(template id, version, created) of the annex's launch template holding `data`: a new
-    version of the one there is, else a new template. One describe and one create call."""
+    version of the one there is, else a new template. Two calls; one for an annex's first launch
+    (no live worker), which creates the template straight away (an old one: a new version)."""
     name = launch_template_name(annex_id)
-    for template in find_launch_templates(ec2, annex_id):
-        if template["LaunchTemplateName"] == name:
-            response = call(ec2, "CreateLaunchTemplateVersion", LaunchTemplateId=template["LaunchTemplateId"],
-                            LaunchTemplateData=data)
-            version = response["LaunchTemplateVersion"]
-            return template["LaunchTemplateId"], str(version["VersionNumber"]), False
+    if not first_launch:
+        found = _own_template(ec2, annex_id, name)
+        if found:
+            return _new_version(ec2, found, data)
     try:
         response = call(ec2, "CreateLaunchTemplate", LaunchTemplateName=name, LaunchTemplateData=data,
                         TagSpecifications=template_tags)
     except AnnexAWSError as exc:
-        if "AlreadyExists" in (exc.code or ""):
-            exc.message = ("a launch template named %s exists that htcondor.annex did not make (no %s tag): "
-                           "rename or delete it, or use another annex name" % (name, MANAGED_BY_KEY))
+        if "AlreadyExists" not in (exc.code or ""):
+            raise
+        found = _own_template(ec2, annex_id, name) if first_launch else None
+        if found:  # left by an earlier life of the annex (e.g. its lease ended)
+            return _new_version(ec2, found, data)
+        exc.message = ("a launch template named %s exists that htcondor.annex did not make (no %s tag): "
+                       "rename or delete it, or use another annex name" % (name, MANAGED_BY_KEY))
         raise
     template = response["LaunchTemplate"]
     return template["LaunchTemplateId"], str(template.get("LatestVersionNumber", 1)), True
+
+
+def _own_template(ec2, annex_id, name):
+    for template in find_launch_templates(ec2, annex_id):
+        if template["LaunchTemplateName"] == name:
+            return template
+    return None
+
+
+def _new_version(ec2, template, data):
+    response = call(ec2, "CreateLaunchTemplateVersion", LaunchTemplateId=template["LaunchTemplateId"],
+                    LaunchTemplateData=data)
+    return template["LaunchTemplateId"], str(response["LaunchTemplateVersion"]["VersionNumber"]), False
 
 
 # ---------- pools and the fleet request ----------

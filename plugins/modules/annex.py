@@ -884,7 +884,8 @@ class Annex:
         retrying the shortfall once without the pools that failed (fleet.py). Returns the ids."""
         params = self.params
         template = fleet.annex_launch_template(self.ec2, self.name, self.launch_template_data(setup),
-                                             self.tag_specifications(["launch-template"]))
+                                               self.tag_specifications(["launch-template"]),
+                                               first_launch=not self.result["instance_ids"])
 
         def build(pools, capacity, request_token):
             return fleet.fleet_request(template[:2], pools, capacity, params["spot"], params["allocation_strategy"],

@@ -267,3 +267,19 @@ def test_all_pools_failing_is_a_clear_error_and_leaves_no_template(rig, capacity
     assert "c5.large in %s" % rig["subnets"][0] in result["msg"] and "InsufficientInstanceCapacity" in result["msg"]
     assert calls["operations"].count("CreateFleet") == 2
     assert not instances(rig, "none1") and not templates(rig, "none1")
+
+
+def test_a_users_template_with_the_annex_name_is_refused_and_a_left_one_reused(rig, calls):
+    user = rig["ec2"].create_launch_template(LaunchTemplateName="htcondor-annex-clash1",
+                                             LaunchTemplateData={"ImageId": AMI})["LaunchTemplate"]
+    refused = launch(rig, "clash1", count=1)
+    assert refused["failed"] and "htcondor.annex did not make" in refused["msg"], refused
+    assert not instances(rig, "clash1") and "CreateFleet" not in calls["operations"]
+    rig["ec2"].delete_launch_template(LaunchTemplateId=user["LaunchTemplateId"])
+    # the annex's own template left behind (its workers gone): a new version, no second template
+    assert launch(rig, "left1", count=1)["changed"]
+    rig["ec2"].terminate_instances(InstanceIds=[i["InstanceId"] for i in instances(rig, "left1")])
+    again = launch(rig, "left1", count=1)
+    assert again["changed"] and len(again["launched_instance_ids"]) == 1, again
+    assert calls["fleets"][-1]["LaunchTemplateConfigs"][0]["LaunchTemplateSpecification"]["Version"] == "2"
+    assert len(templates(rig, "left1")) == 1
