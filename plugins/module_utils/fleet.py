@@ -144,6 +144,7 @@ def fleet_request(template, pools_, capacity, spot, allocation_strategy, all_or_
         if not spot and allocation_strategy == "prioritized":
             override["Priority"] = pool["Priority"]
         overrides.append(override)
+    specification = dict(LaunchTemplateId=template[0], Version=template[1])
     market = "spot" if spot else "on-demand"
     options = dict(AllocationStrategy=SPOT_STRATEGY if spot else allocation_strategy)
     if all_or_nothing:
@@ -152,9 +153,7 @@ def fleet_request(template, pools_, capacity, spot, allocation_strategy, all_or_
         options["MaxTotalPrice"] = "%.4f" % max_price_per_hour
     request = dict(
         Type="instant", ClientToken=token, TagSpecifications=fleet_tags,
-        LaunchTemplateConfigs=[dict(LaunchTemplateSpecification=dict(LaunchTemplateId=template[0],
-                                                                      Version=template[1]),
-                                    Overrides=overrides)],
+        LaunchTemplateConfigs=[dict(LaunchTemplateSpecification=specification, Overrides=overrides)],
         TargetCapacitySpecification=dict(TotalTargetCapacity=capacity, DefaultTargetCapacityType=market),
     )
     request["SpotOptions" if spot else "OnDemandOptions"] = options

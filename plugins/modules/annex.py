@@ -18,8 +18,8 @@ description:
   - Uploads the worker configuration tarball C(config-<name>.tar.gz) (rendered for the pool's HTCondor
     version; holds the pool password, which goes nowhere else) to the private setup bucket, with the lease
     (its end and duration) as the object's metadata, in one C(PutObject), then launches the workers with one
-    C(RunInstances) per subnet, spread over the subnets' zones (with O(instance_types) or O(spot=true): one
-    C(CreateFleet) of type C(instant) over types x subnets; with O(slots): one C(RequestSpotFleet)). Every 5 minutes the setup's lease function ends the annexes
+    C(RunInstances) per subnet, spread over the subnets' zones (one C(CreateFleet) of type C(instant) over types x subnets with O(instance_types) or O(spot=true),
+    one C(RequestSpotFleet) with O(slots)). Every 5 minutes the setup's lease function ends the annexes
     whose lease has ended.
   - The lease is also enforced on the workers, whose HTCondor exits at lease end so the instance halts
     and terminates even if the cloud-side schedule fails.
@@ -118,7 +118,7 @@ options:
     default: false
   max_price_per_hour:
     description:
-      - With a fleet launch, the most (US dollars an hour) the instances launched by one run may cost together:
+      - With a fleet launch, the most (US dollars an hour) the instances launched by one run may cost together, as
         the fleet's C(MaxTotalPrice), for on-demand and Spot. EC2 launches fewer workers rather than exceed it.
     type: float
   ami_id:
@@ -883,9 +883,9 @@ class Annex:
         """Launch `count` workers with CreateFleet (type instant) over instance types x subnets,
         retrying the shortfall once without the pools that failed (fleet.py). Returns the ids."""
         params = self.params
-        template = fleet.annex_launch_template(self.ec2, self.name, self.launch_template_data(setup),
-                                               self.tag_specifications(["launch-template"]),
-                                               first_launch=not self.result["instance_ids"])
+        template = fleet.annex_launch_template(
+            self.ec2, self.name, self.launch_template_data(setup), self.tag_specifications(["launch-template"]),
+            first_launch=not self.result["instance_ids"])
 
         def build(pools, capacity, request_token):
             return fleet.fleet_request(template[:2], pools, capacity, params["spot"], params["allocation_strategy"],
