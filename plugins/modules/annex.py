@@ -18,9 +18,9 @@ description:
   - Uploads the worker configuration tarball C(config-<name>.tar.gz) (rendered for the pool's HTCondor
     version; holds the pool password, which goes nowhere else) to the private setup bucket, with the lease
     (its end and duration) as the object's metadata, in one C(PutObject), then launches the workers with one
-    C(RunInstances) per subnet, spread over the subnets' zones (one C(CreateFleet) of type C(instant) over types x subnets with O(instance_types) or O(spot=true),
-    one C(RequestSpotFleet) with O(slots)). Every 5 minutes the setup's lease function ends the annexes
-    whose lease has ended.
+    C(RunInstances) per subnet, spread over the subnets' zones (one C(CreateFleet) of type C(instant) over
+    types x subnets with O(instance_types) or O(spot=true), one C(RequestSpotFleet) with O(slots)). Every 5
+    minutes the setup's lease function ends the annexes whose lease has ended.
   - The lease is also enforced on the workers, whose HTCondor exits at lease end so the instance halts
     and terminates even if the cloud-side schedule fails.
   - Idempotent. The same O(count) twice launches nothing the second time; a larger O(count) launches
