@@ -24,6 +24,10 @@ Then (issue 10 item 8, the lease store) removing A annexes of W workers each, fo
 teardown.yml runs) against amazon.aws.ec2_instance state=absent, one run per annex filtered by its
 tag (how a playbook removes annexes one by one with it). Target: the annex module's calls the same
 for every A.
+Then (issue 13) fleet launches: for each count a fresh annex launched with instance_types (3 types)
+over two subnets (one CreateFleet of type instant, --fleet-types), its same-count re-run, side by
+side with amazon.aws.ec2_instance exact_count=N in the same run. Target: the annex's calls at the
+largest count at most 8 (constant in N).
 Missed targets are reported, not fatal: the exit status is non-zero only when a launch fails.
 """
 import argparse
@@ -245,6 +249,54 @@ def teardown_side_by_side(bench, sizes, workers):
     return rows
 
 
+FLEET_CALLS_TARGET = 8
+
+
+def fleet_side_by_side(bench, counts, types, subnet_ids):
+    """One row per count: a fleet launch (instance_types x two subnets) and its same-count re-run
+    with the annex module, and amazon.aws.ec2_instance exact_count=N, on the same moto server."""
+    rows = []
+    for count in counts:
+        args = dict(launch_args(bench, "Fleet%d" % count, count), instance_types=types, subnet_ids=subnet_ids)
+        result, secs, calls, _spent = bench.measured("annex", args)
+        launched = len(result.get("launched_instance_ids") or [])
+        again, secs2, calls2, _spent2 = bench.measured("annex", args)
+        theirs, secs3, calls3, _spent3 = bench.measured(EC2_INSTANCE, ec2_instance_args("Ec2Fleet%d" % count, count))
+        row = {"count": count, "launched": launched, "failed": bool(result.get("failed")) or launched != count,
+               "calls": sum(calls.values()), "seconds": round(secs, 3), "actions": fmt_actions(calls),
+               "create_fleet": sum(n for (_s, a), n in calls.items() if a == "CreateFleet"),
+               "rerun_calls": sum(calls2.values()), "rerun_launched": len(again.get("launched_instance_ids") or []),
+               "ec2_instance": {"calls": sum(calls3.values()), "seconds": round(secs3, 3),
+                                "actions": fmt_actions(calls3), "failed": bool(theirs.get("failed"))}}
+        if row["failed"]:
+            print(f"fleet count {count}: launch failed or launched {launched}: {result.get('msg')}", file=sys.stderr)
+        rows.append(row)
+    return rows
+
+
+def print_fleet(rows, types):
+    print()
+    print(f"fleet launches ({', '.join(types)} x 2 subnets) vs amazon.aws.ec2_instance exact_count=N, same moto server")
+    print()
+    print(f"{'count':>6} | {'annex calls':>11} | {'CreateFleet':>11} | {'annex s':>7} | {'re-run calls':>12} | "
+          f"{'ec2_instance calls':>18} | {'ec2_instance s':>14}")
+    print(f"{'-' * 6}-+-{'-' * 11}-+-{'-' * 11}-+-{'-' * 7}-+-{'-' * 12}-+-{'-' * 18}-+-{'-' * 14}")
+    for row in rows:
+        e = row["ec2_instance"]
+        print(f"{row['count']:>6} | {row['calls']:>11} | {row['create_fleet']:>11} | {row['seconds']:>7.2f} | "
+              f"{row['rerun_calls']:>12} | {e['calls']:>18} | {e['seconds']:>14.2f}")
+    print()
+    for row in rows:
+        print(f"count {row['count']:>4} fleet launch: {row['actions']}")
+        print(f"{'':<10} ec2_instance: {row['ec2_instance']['actions']}")
+    last = rows[-1]
+    ratio = last["ec2_instance"]["calls"] / last["calls"] if last["calls"] else float("inf")
+    print()
+    print(f"fleet launch calls at count {last['count']}: {last['calls']} (target <= {FLEET_CALLS_TARGET}: "
+          f"{'met' if last['calls'] <= FLEET_CALLS_TARGET else 'MISSED'}); constant in count: "
+          f"{'yes' if len({r['calls'] for r in rows}) == 1 else 'NO'}; ec2_instance makes {ratio:.1f}x as many")
+
+
 def print_teardown(rows):
     print()
     print(f"removing A annexes of {rows[0]['workers']} workers: htcondor.annex.annex all_annexes=true (one run) vs "
@@ -276,6 +328,8 @@ def main():
     parser.add_argument("--teardown-annexes", default="1,5,10",
                         help="numbers of annexes removed at once (empty: skip)")
     parser.add_argument("--teardown-workers", type=int, default=10, help="workers per annex removed")
+    parser.add_argument("--fleet-types", default="c5.large,m5.large,t3.micro",
+                        help="instance types of the fleet launches (empty: skip them)")
     parser.add_argument("--json", help="also write the figures to this file")
     opts = parser.parse_args()
     counts = [int(c) for c in opts.counts.split(",")]
@@ -313,6 +367,8 @@ def main():
                          "launch_text": fmt_actions(calls), "rerun_text": fmt_actions(calls2)})
 
         side = side_by_side(bench, counts[0]) if counts else []
+        types = [t for t in opts.fleet_types.split(",") if t.strip()]
+        fleet_rows = fleet_side_by_side(bench, counts, types, (setup.get("subnet_ids") or [])[:2]) if types else []
         sizes = [int(a) for a in opts.teardown_annexes.split(",") if a.strip()]
         teardown = teardown_side_by_side(bench, sizes, opts.teardown_workers) if sizes else []
 
@@ -356,11 +412,15 @@ def main():
     if side:
         print_side_by_side(side, counts[0])
         failed = failed or any(r["annex"]["failed"] for r in side)
+    if fleet_rows:
+        print_fleet(fleet_rows, types)
+        failed = failed or any(r["failed"] for r in fleet_rows)
     if teardown:
         print_teardown(teardown)
         failed = failed or any(r["annex"]["failed"] for r in teardown)
     if opts.json:
-        Path(opts.json).write_text(json.dumps({"launches": rows, "side_by_side": side, "teardown": teardown},
+        Path(opts.json).write_text(json.dumps({"launches": rows, "side_by_side": side, "fleet": fleet_rows,
+                                               "teardown": teardown},
                                               indent=2))
     return 1 if failed else 0
 

@@ -18,8 +18,9 @@ description:
   - Uploads the worker configuration tarball C(config-<name>.tar.gz) (rendered for the pool's HTCondor
     version; holds the pool password, which goes nowhere else) to the private setup bucket, with the lease
     (its end and duration) as the object's metadata, in one C(PutObject), then launches the workers with one
-    C(RunInstances) per subnet, spread over the subnets' zones (or one C(RequestSpotFleet)). Every 5 minutes the setup's lease function ends the annexes
-    whose lease has ended.
+    C(RunInstances) per subnet, spread over the subnets' zones (one C(CreateFleet) of type C(instant) over
+    types x subnets with O(instance_types) or O(spot=true), one C(RequestSpotFleet) with O(slots)). Every 5
+    minutes the setup's lease function ends the annexes whose lease has ended.
   - The lease is also enforced on the workers, whose HTCondor exits at lease end so the instance halts
     and terminates even if the cloud-side schedule fails.
   - Idempotent. The same O(count) twice launches nothing the second time; a larger O(count) launches
@@ -33,7 +34,7 @@ description:
     lost and workers must never run without a lease. Every run that finds live workers puts back a missing or
     lease-less tarball.
   - O(state=absent) runs C(condor_off -annex NAME) where HTCondor is reachable, cancels the annex's Spot
-    Fleet requests (terminating their instances), terminates its instances, deletes its tarball and lease,
+    Fleet requests (terminating their instances), terminates its instances, deletes its launch template, its tarball and lease,
     and the lease rules C(condor_annex) made for it (found through the lease functions; a rule is deleted
     only when all its targets are lease functions). O(all_annexes=true) does this for every annex.
   - Runs of one annex started together launch one after the other. A run with something to launch takes
@@ -56,9 +57,10 @@ options:
     description:
       - With O(state=absent), remove every annex of the region (what C(teardown.yml) does) instead of one O(name),
         that is instances tagged C(htcondor:AnnexName), annex Spot Fleet requests, every C(config-*.tar.gz) tarball and
-        lease, and the lease rules C(condor_annex) made.
+        lease, the annexes' launch templates, and the lease rules C(condor_annex) made.
       - Takes the same number of AWS calls however many annexes and instances there are (listings once, cancels,
-        terminations and deletions batched).
+        terminations and deletions batched), plus one C(DeleteLaunchTemplate) per annex launched with a fleet
+        (EC2 deletes launch templates one at a time).
     type: bool
     default: false
   state:
@@ -80,9 +82,45 @@ options:
         must hold C(IamFleetRole) and C(LaunchSpecifications).
     type: path
   instance_type:
-    description: EC2 instance type of on-demand workers.
+    description: EC2 instance type of on-demand workers (the simple case of O(instance_types)).
     type: str
     default: t3.micro
+  instance_types:
+    description:
+      - EC2 instance types of the workers, most wanted first; replaces O(instance_type) when given.
+      - The workers are launched with one C(CreateFleet) of type C(instant) from the annex's launch template
+        C(htcondor-annex-<name>), over every type in every subnet of the setup (or O(subnet_ids)), so a type or
+        zone without capacity does not refuse the launch. Also the path of O(spot=true).
+      - Every type must run the same worker image (one architecture).
+    type: list
+    elements: str
+  spot:
+    description:
+      - Launch the O(count) workers as Spot Instances with C(CreateFleet) (allocation strategy
+        C(price-capacity-optimized)), without a Spot Fleet config file. Not with O(slots).
+    type: bool
+    default: false
+  allocation_strategy:
+    description:
+      - How an on-demand fleet (O(instance_types)) chooses among the pools. C(prioritized) launches the types in
+        the order of O(instance_types); C(lowest-price) the cheapest first. Spot annexes always use
+        C(price-capacity-optimized).
+    type: str
+    choices: [prioritized, lowest-price]
+    default: prioritized
+  all_or_nothing:
+    description:
+      - With a fleet launch (O(instance_types) or O(spot=true)), launch all the missing workers or none (the fleet's
+        C(MinTargetCapacity), which EC2 allows only with all instances of one type; at most 1000 a launch). By
+        default a launch takes what capacity there is, and the shortfall is retried once in the pools that did not
+        report an error.
+    type: bool
+    default: false
+  max_price_per_hour:
+    description:
+      - With a fleet launch, the most (US dollars an hour) the instances launched by one run may cost together, as
+        the fleet's C(MaxTotalPrice), for on-demand and Spot. EC2 launches fewer workers rather than exceed it.
+    type: float
   ami_id:
     description:
       - An annex-compatible AMI (HTCondor and C(condor-annex-ec2) installed) for on-demand workers (O(count)).
@@ -293,6 +331,14 @@ client_token:
       over several subnets makes one C(RunInstances) per subnet, each with its own token; this is the first.
   returned: always
   type: str
+fleet_launch:
+  description:
+    - What this run's fleet launch (O(instance_types) or O(spot=true)) gave. C(instances) lists each launched
+      instance with its C(InstanceType), C(SubnetId), C(AvailabilityZone) and C(Lifecycle) (C(on-demand) or
+      C(spot)); C(errors) the pools (type in subnet) that failed and why; C(fleet_ids) the instant fleets (records
+      AWS keeps; nothing to cancel); C(max_price_per_hour) the price cap.
+  returned: when a fleet launch was made
+  type: dict
 spot_fleet_request_ids:
   description: Spot Fleet requests of the annex.
   returned: always
@@ -355,7 +401,7 @@ from ansible_collections.htcondor.annex.plugins.module_utils.annex_lock import (
 from ansible_collections.htcondor.annex.plugins.module_utils.interrupt import ModuleInterrupted, signals_as_exceptions
 from ansible_collections.htcondor.annex.plugins.module_utils.cloudformation import load_setup
 from ansible_collections.htcondor.annex.plugins.module_utils.files import read_text
-from ansible_collections.htcondor.annex.plugins.module_utils import network
+from ansible_collections.htcondor.annex.plugins.module_utils import fleet, network
 from ansible_collections.htcondor.annex.plugins.module_utils.user_config import (
     default_user_config_path, parse_user_config_block,
 )
@@ -399,6 +445,11 @@ def argument_spec():
         slots=dict(type="int"),
         spot_fleet_config=dict(type="path"),
         instance_type=dict(type="str", default="t3.micro"),
+        instance_types=dict(type="list", elements="str"),
+        spot=dict(type="bool", default=False),
+        allocation_strategy=dict(type="str", default="prioritized", choices=list(fleet.ON_DEMAND_STRATEGIES)),
+        all_or_nothing=dict(type="bool", default=False),
+        max_price_per_hour=dict(type="float"),
         ami_id=dict(type="str"),
         duration=dict(type="float", default=8.0),
         idle=dict(type="float", default=0.25),
@@ -451,6 +502,16 @@ def load_spot_fleet_config(path):
     return config
 
 
+def instance_types(params):
+    """The workers' instance types, most wanted first (instance_types, else instance_type)."""
+    return list(params["instance_types"] or [params["instance_type"]])
+
+
+def launches_fleet(params):
+    """Whether the on-demand/Spot count is launched with CreateFleet (else RunInstances, one type)."""
+    return bool(params["instance_types"] or params["spot"])
+
+
 def validate(params):
     """Check every option; raise InputError with a clear message. No AWS call here.
     Returns the Spot Fleet request config read from spot_fleet_config (slots), else None."""
@@ -501,8 +562,15 @@ def validate(params):
         # No ami_id: the newest project worker image is looked up when instances are to be launched.
         if params["ami_id"] and not AMI_ID_RE.fullmatch(params["ami_id"]):
             raise InputError("ami_id %r is not an AMI id (ami-...)" % params["ami_id"])
-        if not INSTANCE_TYPE_RE.fullmatch(params["instance_type"] or ""):
-            raise InputError("instance_type %r is not an EC2 instance type (e.g. t3.micro)" % params["instance_type"])
+        for instance_type in instance_types(params):
+            if not INSTANCE_TYPE_RE.fullmatch(instance_type or ""):
+                raise InputError("instance_type %r is not an EC2 instance type (e.g. t3.micro)" % instance_type)
+        error = fleet.options_error(count, params["spot"], params["all_or_nothing"], params["max_price_per_hour"],
+                                    params["allocation_strategy"])
+        if error:
+            raise InputError(error)
+    elif params["spot"] or params["instance_types"]:
+        raise InputError("spot and instance_types go with count; slots is for a spot_fleet_config file")
     spot_config = None if count is not None else load_spot_fleet_config(params["spot_fleet_config"])
     for owner in params["owners"] or []:
         if not proto.OWNER_RE.fullmatch(owner):
@@ -692,7 +760,7 @@ class Annex:
     def worker_image(self):
         """Look up the project worker image for this launch (only called when launching without ami_id)."""
         version = self.host["version"]
-        image = worker_image.find_worker_image(self.ec2, version, self.params["instance_type"], self.conn.region)
+        image = worker_image.find_worker_image(self.ec2, version, instance_types(self.params)[0], self.conn.region)
         self.result.update(ami_id=image["image_id"], ami_name=image["name"], ami_source=worker_image.SOURCE_NEWEST,
                            boot_agent=image["boot_agent"])
         note = "worker image %s (%s, HTCondor %s, %s)" % (image["image_id"], image["name"] or "no name",
@@ -790,7 +858,8 @@ class Annex:
                 self.result["spot_fleet_request_ids"].append(request_id)
                 self.result["live"] += to_launch
             else:
-                launched = self.run_instances(setup, token, to_launch)
+                launched = self.launch_fleet(setup, token, to_launch) if launches_fleet(self.params) else \
+                    self.run_instances(setup, token, to_launch)
                 self.result["launched_instance_ids"] = launched
                 self.result["instance_ids"] = sorted(self.result["instance_ids"] + launched)
                 self.result["live"] = len(self.result["instance_ids"])
@@ -904,6 +973,51 @@ class Annex:
         response = call(self.ec2, "RunInstances", **kwargs)
         return [i["InstanceId"] for i in response.get("Instances", [])]
 
+    def launch_template_data(self, setup):
+        """The annex's launch template: what every worker of a fleet launch shares."""
+        data = dict(ImageId=self.result["ami_id"], IamInstanceProfile={"Arn": setup["instance_profile_arn"]},
+                    SecurityGroupIds=[setup["security_group_id"]], InstanceInitiatedShutdownBehavior="terminate",
+                    MetadataOptions=self.metadata_options(),
+                    TagSpecifications=self.tag_specifications(["instance", "volume"]))
+        key_name = self.key_name(setup)
+        if key_name:
+            data["KeyName"] = key_name
+        return data
+
+    def launch_fleet(self, setup, token, count):
+        """Launch `count` workers with CreateFleet (type instant) over instance types x subnets,
+        retrying the shortfall once without the pools that failed (fleet.py). Returns the ids."""
+        params = self.params
+        template = fleet.annex_launch_template(
+            self.ec2, self.name, self.launch_template_data(setup), self.tag_specifications(["launch-template"]),
+            first_launch=not self.result["instance_ids"])
+
+        def build(pools, capacity, request_token):
+            return fleet.fleet_request(template[:2], pools, capacity, params["spot"], params["allocation_strategy"],
+                                       params["all_or_nothing"], params["max_price_per_hour"],
+                                       self.tag_specifications(["fleet"]), request_token)
+
+        pools = fleet.pools(instance_types(params), self.subnets(setup))
+        outcome = fleet.launch(self.ec2, build, pools, count, token, lambda: proto.client_token(self.name))
+        zones = dict((p["SubnetId"], p["AvailabilityZone"]) for p in pools)
+        price = "" if params["max_price_per_hour"] is None else "; price cap $%.4f an hour" % params["max_price_per_hour"]
+        self.result["fleet_launch"] = dict(instances=outcome.instances, fleet_ids=outcome.fleet_ids,
+                                           errors=outcome.error_text(zones) or None,
+                                           max_price_per_hour=params["max_price_per_hour"])
+        if not outcome.instances:
+            if template[2]:  # made by this run for nothing: a failed first launch leaves no template
+                fleet.delete_launch_templates(self.ec2, [dict(LaunchTemplateId=template[0])])
+            raise AnnexAWSError("no pool had capacity for %d %s workers (%s)%s" % (
+                count, "Spot" if params["spot"] else "on-demand", outcome.error_text(zones) or "no reason given",
+                price), code="InsufficientInstanceCapacity")
+        note = "fleet launch: %s%s" % (outcome.summary(), price)
+        if outcome.errors:
+            note += "; pools that failed: %s" % outcome.error_text(zones)
+        if len(outcome.instances) < count:
+            note += "; %d of %d workers not launched (run again to retry)" % (count - len(outcome.instances), count)
+        self.notes.append(note)
+        return outcome.instance_ids
+
     def request_spot_fleet(self, setup, token, capacity, lease_end):
         config = json.loads(json.dumps(self.spot_config))
         for drop in ("SpotFleetRequestId", "SpotFleetRequestState", "CreateTime"):
@@ -954,7 +1068,7 @@ class Annex:
                         self.name, live, kind))
                     return
                 self.changed = True
-                lock.guard(self.ec2, ("RequestSpotFleet",) if spot else ("RunInstances",))
+                lock.guard(self.ec2, ("RequestSpotFleet",) if spot else ("RunInstances", "CreateFleet"))
                 fleets = list(self.result["spot_fleet_request_ids"])
                 try:
                     launch(requested - live)
@@ -1008,7 +1122,8 @@ class Annex:
         lock_record = lock.record_left() if lock else None
         for warning in lock.warnings if lock else []:
             self.module.warn(warning)
-        if not (instances or fleets or rules or has_tarball or lock_record):
+        templates = fleet.find_launch_templates(self.ec2, self.name)
+        if not (instances or fleets or rules or has_tarball or lock_record or templates):
             self.notes.append("annex %s does not exist" % self.name)
             return self.finish()
         self.changed = True
@@ -1024,14 +1139,16 @@ class Annex:
             cancel_fleets(self.ec2, self.result["spot_fleet_request_ids"])
             instances = self.live_instances(ALL_INSTANCE_STATES)
         terminate_instances(self.ec2, instances)
+        fleet.delete_launch_templates(self.ec2, templates)
         for rule, (_annex, targets) in sorted(rules.items()):
             remove_lease_rule(events, rule, targets, functions)
         if has_tarball:  # last: the lease goes only once the workers are ended
             delete_tarball(s3, setup["bucket"], self.name)
         if lock_record:
             lock.discard(lock_record)
-        self.notes.append("annex %s removed: %d instances terminated, %d fleets cancelled, lease %s" % (
-            self.name, len(instances), len(fleets), "deleted" if has_tarball else "already gone"))
+        self.notes.append("annex %s removed: %d instances terminated, %d fleets cancelled, lease %s%s" % (
+            self.name, len(instances), len(fleets), "deleted" if has_tarball else "already gone",
+            ", launch template deleted" if templates else ""))
         return self.finish()
 
     def absent_all(self):
@@ -1048,6 +1165,8 @@ class Annex:
         rules = lease_rules(events, functions)
         names = set(instance_annex(i) for i in instances) | set(proto.fleet_annex_id(f) for f in fleets)
         names |= set(proto.annex_id_from_key(k) for k in keys) | set(a for a, _targets in rules.values())
+        templates = fleet.find_launch_templates(ec2)
+        names |= set(fleet.template_annex(t) for t in templates)
         self.result.update(annex_id=None, removed_annexes=sorted(n for n in names if n),
                            spot_fleet_request_ids=[f["SpotFleetRequestId"] for f in fleets])
         if not names:
@@ -1067,6 +1186,7 @@ class Annex:
             instances = find_instances(ec2, None, ALL_INSTANCE_STATES)
         ids = [i["InstanceId"] for i in instances]
         terminate_instances(ec2, ids)
+        fleet.delete_launch_templates(ec2, templates)
         for rule, (_annex, targets) in sorted(rules.items()):
             remove_lease_rule(events, rule, targets, functions)
         delete_tarballs(s3, setup.get("bucket"), keys + locks)

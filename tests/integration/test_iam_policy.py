@@ -56,8 +56,8 @@ MANAGED_POLICY_LIMIT = 6144  # characters, whitespace excluded (IAM quota)
 # Needed on AWS by calls the flow makes, but not separate requests moto could record:
 IMPLIED_ACTIONS = {
     "cloudformation:TagResource", "cloudformation:UntagResource",  # CreateStack/UpdateStack Tags
-    "ec2:CreateTags",          # TagSpecifications of RunInstances/RequestSpotFleet/CreateKeyPair
-    "iam:PassRole",            # RunInstances with the worker profile, the Spot Fleet role
+    "ec2:CreateTags",          # TagSpecifications of RunInstances/RequestSpotFleet/CreateFleet/CreateKeyPair/...
+    "iam:PassRole",            # RunInstances/CreateFleet with the worker profile, the Spot Fleet role
     "iam:CreateServiceLinkedRole",  # first Spot request in an account creates AWSServiceRoleForEC2Spot
 }
 # Called by the condor_annex tool (HTCondor 23.x/24.0) with this setup, not by the collection:
@@ -133,6 +133,7 @@ class Moto:
 
 class IamFlow:
     def __init__(self, server, tmp):
+        self.template_tags = {}  # the annex launch templates' tags (test_whole_flow_with_only_the_shipped_policy)
         self.moto = Moto(server)
         self.server = server
         self.flow = Flow(server, tmp)
@@ -253,8 +254,18 @@ def test_whole_flow_with_only_the_shipped_policy(iam_flow):
     run = flow.playbook("playbooks/annex_start.yml", "annex_name=Spot", "slots=1",
                         f"spot_fleet_config={fleet_file}")
     assert len(run.result("Launch annex")["spot_fleet_request_ids"]) == 1
+    # a fleet launch (CreateFleet from the annex's launch template), then grown (a new template version)
+    fleet_args = ("name=Fleet instance_types=c5.large,m5.large ami_id=ami-04681a1dbd79675a5 condor_version=23.9.6 "
+                  f"password_file={flow.password_file} collector_host=127.0.0.1:9618 owners=alice")
+    for count in (2, 3):
+        fleet = flow.module("annex", f"{fleet_args} count={count}")
+        assert fleet["changed"] and len(fleet["fleet_launch"]["instances"]) == {2: 2, 3: 1}[count], fleet
+    with iam_flow.admin_view() as admin:  # for the checks of the template calls (gone after the teardown)
+        iam_flow.template_tags = dict((t["LaunchTemplateId"], dict((g["Key"], g["Value"]) for g in t["Tags"]))
+                                      for t in admin("ec2").describe_launch_templates()["LaunchTemplates"])
+    assert len(iam_flow.template_tags) == 1
     info = flow.module("annex_info", "")
-    assert {"MyFirstAnnex", "Spot"} <= set(info["annexes"])
+    assert {"MyFirstAnnex", "Spot", "Fleet"} <= set(info["annexes"])
 
     # One needed permission less: the launch fails naming it and launches nothing. (S3 answers a
     # denied HeadObject with a bare HTTP 403, which the modules report like AccessDenied, naming
@@ -291,6 +302,7 @@ def test_whole_flow_with_only_the_shipped_policy(iam_flow):
         assert not running["Reservations"]
         assert not admin("events").list_rules()["Rules"]
         assert not admin("s3").list_buckets().get("Buckets")
+        assert not admin("ec2").describe_launch_templates()["LaunchTemplates"]
 
 
 def test_policy_actions_are_exactly_what_the_code_needs(iam_flow):
@@ -408,8 +420,9 @@ def _resource_tag_context(service, tags):
 class AwsView:
     """The ARNs and context keys AWS evaluates a recorded request with."""
 
-    def __init__(self, instance_tags, worker_role_arn):
+    def __init__(self, instance_tags, worker_role_arn, template_tags=None):
         self.instance_tags = instance_tags
+        self.template_tags = template_tags or {}
         self.worker_role_arn = worker_role_arn
         self.arn = lambda service, rest: f"arn:aws:{service}:{REGION}:{ref.ACCOUNT}:{rest}"
 
@@ -443,6 +456,13 @@ class AwsView:
             role = params.get("SpotFleetRequestConfig.IamFleetRole")
             implied.append(("iam:PassRole", role, {"iam:PassedToService": "spotfleet.amazonaws.com"}))
             implied.append(("iam:PassRole", self.worker_role_arn, {"iam:PassedToService": "ec2.amazonaws.com"}))
+        if (service, action) == ("ec2", "CreateFleet"):
+            implied.append(("iam:PassRole", self.worker_role_arn, {"iam:PassedToService": "ec2.amazonaws.com"}))
+            implied.append(("ec2:CreateTags", self.arn("ec2", "fleet/*"),
+                            dict(_request_tags(params, "TagSpecification", "fleet"), **{"ec2:CreateAction": action})))
+        if (service, action) == ("ec2", "CreateLaunchTemplate"):
+            implied.append(("ec2:CreateTags", self.arn("ec2", "launch-template/*"), dict(
+                _request_tags(params, "TagSpecification", "launch-template"), **{"ec2:CreateAction": action})))
         if (service, action) == ("ec2", "CreateKeyPair"):
             implied.append(("ec2:CreateTags", self.arn("ec2", f"key-pair/{params['KeyName']}"),
                             dict(_request_tags(params, "TagSpecification", "key-pair"), **{"ec2:CreateAction": action})))
@@ -462,6 +482,22 @@ class AwsView:
             yield self.arn("ec2", f"security-group/{group}"), {}
         if params.get("KeyName"):
             yield self.arn("ec2", f"key-pair/{params['KeyName']}"), {}
+
+    def _ec2_CreateFleet(self, params, _path):
+        # aws:RequestTag is the request's (the fleet's tags) for every resource it checks
+        tags = _request_tags(params, "TagSpecification", "fleet")
+        for resource in ("fleet/*", "launch-template/*", "instance/*", "volume/*", "subnet/*"):
+            yield self.arn("ec2", resource), tags
+        yield f"arn:aws:ec2:{REGION}::image/*", tags
+
+    def _ec2_CreateLaunchTemplate(self, params, _path):
+        yield self.arn("ec2", "launch-template/*"), _request_tags(params, "TagSpecification", "launch-template")
+
+    def _ec2_CreateLaunchTemplateVersion(self, params, _path):
+        yield self.arn("ec2", "launch-template/%s" % params["LaunchTemplateId"]), \
+            _resource_tag_context("ec2", self.template_tags[params["LaunchTemplateId"]])
+
+    _ec2_DeleteLaunchTemplate = _ec2_CreateLaunchTemplateVersion
 
     def _ec2_TerminateInstances(self, params, _path):
         for instance in _numbered(params, "InstanceId"):
@@ -515,7 +551,7 @@ def test_every_call_is_allowed_on_the_resources_aws_checks(iam_flow):
         reservations = admin("ec2").describe_instances()["Reservations"]
     instance_tags = dict((i["InstanceId"], dict((t["Key"], t["Value"]) for t in i.get("Tags", [])))
                          for r in reservations for i in r["Instances"])
-    view = AwsView(instance_tags, worker_role_arn())
+    view = AwsView(instance_tags, worker_role_arn(), iam_flow.template_tags)
     checked, denied = 0, set()
     for entry, service, action in iam_flow.user_entries():
         for iam_action, arn, context in view.checks(entry, service, action):
@@ -524,3 +560,7 @@ def test_every_call_is_allowed_on_the_resources_aws_checks(iam_flow):
                 denied.add(f"{iam_action} on {arn} with {sorted(context)}")
     assert checked > 50, checked
     assert not denied, "AWS would deny:\n" + "\n".join(sorted(denied))
+    # a user's own launch template (no managed-by tag) cannot be changed or deleted
+    users = view.arn("ec2", "launch-template/lt-0123456789abcdef0")
+    for action in ("ec2:DeleteLaunchTemplate", "ec2:CreateLaunchTemplateVersion"):
+        assert not ref.allows(policy, action, users, _resource_tag_context("ec2", {"team": "lab"}))

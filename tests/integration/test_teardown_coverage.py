@@ -51,7 +51,7 @@ RESOURCE_TYPES = (
     "lambda:function", "lambda:permission",
     "iam:role", "iam:instance-profile", "iam:policy", "iam:user", "iam:access-key",
     "ec2:security-group", "ec2:security-group-rule", "ec2:key-pair",
-    "ec2:instance", "ec2:volume", "ec2:spot-fleet-request",
+    "ec2:instance", "ec2:volume", "ec2:spot-fleet-request", "ec2:launch-template",
     "events:rule", "events:target",
     "ec2:image", "ec2:snapshot",
 )
@@ -79,6 +79,11 @@ CREATORS = {
     "api:RunInstances": ["ec2:instance", "ec2:volume"],
     "api:RequestSpotFleet": ["ec2:spot-fleet-request", "ec2:instance", "ec2:volume"],
     "api:PutObject": ["s3:object"],
+    # an instant fleet is kept by AWS as a record only (DeleteFleets on it would terminate its
+    # instances): what it leaves are the instances and volumes it launched
+    "api:CreateFleet": ["ec2:instance", "ec2:volume"],
+    "api:CreateLaunchTemplate": ["ec2:launch-template"],
+    "api:CreateLaunchTemplateVersion": ["ec2:launch-template"],
     # amazon.aws modules in roles/, playbooks/ and sandbox/playbooks/
     "module:amazon.aws.iam_managed_policy": ["iam:policy"],
     "module:amazon.aws.iam_role": ["iam:role", "iam:instance-profile"],
@@ -255,6 +260,8 @@ def project_resources(flow, seen):
     out["ec2:spot-fleet-request"] = [
         f["SpotFleetRequestId"] for f in ec2.describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
         if f["SpotFleetRequestState"] in ("submitted", "active", "modifying", "cancelled_running")]
+    out["ec2:launch-template"] = [t["LaunchTemplateName"] for t in ec2.describe_launch_templates()["LaunchTemplates"]
+                                  if TAG in {g["Key"] for g in t.get("Tags", [])}]
     images = ec2.describe_images(Owners=["self"], Filters=[{"Name": f"tag:{TAG}", "Values": ["htcondor.annex"]}])
     out["ec2:image"] = [i["ImageId"] for i in images["Images"]]
     out["ec2:snapshot"] = [s["SnapshotId"] for s in ec2.describe_snapshots(
@@ -300,6 +307,9 @@ def test_teardown_deletes_every_resource_type(coverage_flow):
     flow.playbook("annex_start.yml", "annex_name=OnDemand", "count=2")
     flow.playbook("annex_start.yml", "annex_name=Spot", "slots=2",
                   f"spot_fleet_config={_fleet_file(flow, setup['instance_profile_arn'])}")
+    fleet = flow.module("annex", "name=Fleet count=2 instance_types=c5.large,m5.large ami_id=ami-04681a1dbd79675a5 "
+                        f"condor_version=23.9.6 password_file={flow.password_file} collector_host=127.0.0.1:9618")
+    assert fleet["changed"] and fleet["fleet_launch"]["instances"], fleet
     remember(flow, seen)
 
     before = project_resources(flow, seen)

@@ -1,0 +1,225 @@
+# -*- coding: utf-8 -*-
+# Copyright: htcondor.annex contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one home of EC2 Fleet launches: the annex's launch template, one CreateFleet of type
+instant over instance types x subnets (the pools), the fleet's per-pool errors, and one retry
+of the shortfall without the pools that failed.
+
+Instant fleets launch synchronously and answer with the instances and the per-pool errors; AWS
+keeps them only as records (no request goes on running), so nothing needs cancelling. DeleteFleets
+on an instant fleet terminates its instances (EC2 API reference, DeleteFleets): never called here.
+Workers launched by a fleet carry no annex client token; they are found by the annex name tag.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import math
+
+from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
+    AnnexAWSError, MANAGED_BY_KEY, MANAGED_BY_VALUE, call, paginate, tag_dict,
+)
+from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
+
+LAUNCH_TEMPLATE_PREFIX = "htcondor-annex-"
+ON_DEMAND_STRATEGIES = ("prioritized", "lowest-price")
+SPOT_STRATEGY = "price-capacity-optimized"
+# botocore's ec2 model: OnDemandOptions/SpotOptions MinTargetCapacity has a maximum of 1000 and
+# needs SingleInstanceType or SingleAvailabilityZone.
+MAX_MIN_TARGET_CAPACITY = 1000
+RETRIES = 1  # the shortfall is retried once, in the pools that did not fail
+
+
+def launch_template_name(annex_id):
+    return LAUNCH_TEMPLATE_PREFIX + annex_id
+
+
+def options_error(count, spot, all_or_nothing, max_price_per_hour, allocation_strategy):
+    """What is wrong with the fleet options (no AWS call), else None."""
+    if allocation_strategy not in ON_DEMAND_STRATEGIES:
+        return "allocation_strategy must be one of %s" % ", ".join(ON_DEMAND_STRATEGIES)
+    if spot and allocation_strategy != ON_DEMAND_STRATEGIES[0]:
+        return "allocation_strategy is for on-demand annexes; Spot annexes use %s" % SPOT_STRATEGY
+    if all_or_nothing and count > MAX_MIN_TARGET_CAPACITY:
+        return ("all_or_nothing takes at most %d instances a launch (EC2 Fleet's MinTargetCapacity); "
+                "got count %d" % (MAX_MIN_TARGET_CAPACITY, count))
+    if max_price_per_hour is not None and not (math.isfinite(max_price_per_hour) and max_price_per_hour > 0):
+        return "max_price_per_hour must be a positive number of dollars an hour (got %s)" % max_price_per_hour
+    return None
+
+
+# ---------- launch templates ----------
+def find_launch_templates(ec2, annex_id=None):
+    """The launch templates this project made for annex `annex_id` (None: for every annex): found by
+    the managed-by tag and the annex name tag, so a user's template is never touched."""
+    filters = [{"Name": "tag:%s" % MANAGED_BY_KEY, "Values": [MANAGED_BY_VALUE]}]
+    filters.append({"Name": "tag:%s" % proto.ANNEX_NAME_TAG, "Values": [annex_id]} if annex_id else
+                   {"Name": "tag-key", "Values": [proto.ANNEX_NAME_TAG]})
+    return paginate(ec2, "DescribeLaunchTemplates", "LaunchTemplates", Filters=filters)
+
+
+def template_annex(template):
+    return tag_dict(template.get("Tags")).get(proto.ANNEX_NAME_TAG)
+
+
+def delete_launch_templates(ec2, templates):
+    for template in templates:
+        try:
+            call(ec2, "DeleteLaunchTemplate", LaunchTemplateId=template["LaunchTemplateId"])
+        except AnnexAWSError as exc:
+            if "NotFound" not in (exc.code or ""):
+                raise
+
+
+def annex_launch_template(ec2, annex_id, data, template_tags, first_launch=False):
+    """(template id, version, created) of the annex's launch template holding `data`: a new
+    version of the one there is, else a new template. Two calls; one for an annex's first launch
+    (no live worker), which creates the template straight away (an old one: a new version)."""
+    name = launch_template_name(annex_id)
+    if not first_launch:
+        found = _own_template(ec2, annex_id, name)
+        if found:
+            return _new_version(ec2, found, data)
+    try:
+        response = call(ec2, "CreateLaunchTemplate", LaunchTemplateName=name, LaunchTemplateData=data,
+                        TagSpecifications=template_tags)
+    except AnnexAWSError as exc:
+        if "AlreadyExists" not in (exc.code or ""):
+            raise
+        found = _own_template(ec2, annex_id, name) if first_launch else None
+        if found:  # left by an earlier life of the annex (e.g. its lease ended)
+            return _new_version(ec2, found, data)
+        exc.message = ("a launch template named %s exists that htcondor.annex did not make (no %s tag): "
+                       "rename or delete it, or use another annex name" % (name, MANAGED_BY_KEY))
+        raise
+    template = response["LaunchTemplate"]
+    return template["LaunchTemplateId"], str(template.get("LatestVersionNumber", 1)), True
+
+
+def _own_template(ec2, annex_id, name):
+    for template in find_launch_templates(ec2, annex_id):
+        if template["LaunchTemplateName"] == name:
+            return template
+    return None
+
+
+def _new_version(ec2, template, data):
+    response = call(ec2, "CreateLaunchTemplateVersion", LaunchTemplateId=template["LaunchTemplateId"],
+                    LaunchTemplateData=data)
+    return template["LaunchTemplateId"], str(response["LaunchTemplateVersion"]["VersionNumber"]), False
+
+
+# ---------- pools and the fleet request ----------
+def pools(instance_types, subnets):
+    """[{InstanceType, SubnetId, AvailabilityZone, Priority}]: every type in every subnet, the
+    user's first type first (Priority 0 is launched first with prioritized). Without subnets
+    (a setup older than recorded subnets) one pool a type, in the default VPC."""
+    found = []
+    for priority, instance_type in enumerate(instance_types):
+        for subnet in subnets or [{}]:
+            found.append(dict(InstanceType=instance_type, SubnetId=subnet.get("SubnetId"),
+                              AvailabilityZone=subnet.get("AvailabilityZone"), Priority=float(priority)))
+    return found
+
+
+def pool_key(override):
+    return (override.get("InstanceType"), override.get("SubnetId"))
+
+
+def pool_name(key, zones=None):
+    instance_type, subnet = key
+    zone = (zones or {}).get(subnet)
+    return "%s in %s" % (instance_type, "%s (%s)" % (subnet, zone) if zone else subnet or "the default VPC")
+
+
+def fleet_request(template, pools_, capacity, spot, allocation_strategy, all_or_nothing, max_price_per_hour,
+                  fleet_tags, token):
+    """CreateFleet parameters (type instant) launching `capacity` instances in `pools_`."""
+    overrides = []
+    for pool in pools_:
+        override = dict(InstanceType=pool["InstanceType"])
+        if pool["SubnetId"]:
+            override["SubnetId"] = pool["SubnetId"]
+        if not spot and allocation_strategy == "prioritized":
+            override["Priority"] = pool["Priority"]
+        overrides.append(override)
+    specification = dict(LaunchTemplateId=template[0], Version=template[1])
+    market = "spot" if spot else "on-demand"
+    options = dict(AllocationStrategy=SPOT_STRATEGY if spot else allocation_strategy)
+    if all_or_nothing:
+        options.update(MinTargetCapacity=capacity, SingleInstanceType=True)
+    if max_price_per_hour is not None:
+        options["MaxTotalPrice"] = "%.4f" % max_price_per_hour
+    request = dict(
+        Type="instant", ClientToken=token, TagSpecifications=fleet_tags,
+        LaunchTemplateConfigs=[dict(LaunchTemplateSpecification=specification, Overrides=overrides)],
+        TargetCapacitySpecification=dict(TotalTargetCapacity=capacity, DefaultTargetCapacityType=market),
+    )
+    request["SpotOptions" if spot else "OnDemandOptions"] = options
+    return request
+
+
+class FleetLaunch:
+    """What the fleet launches of one run gave: instances (id, type, subnet, zone, market), the
+    per-pool errors and the fleet ids (records only)."""
+
+    def __init__(self):
+        self.instances = []
+        self.errors = []  # (pool key or None, code, message)
+        self.fleet_ids = []
+
+    @property
+    def instance_ids(self):
+        return [i["InstanceId"] for i in self.instances]
+
+    def failed_pools(self):
+        return set(key for key, _code, _message in self.errors if key)
+
+    def add(self, response, zones):
+        self.fleet_ids.append(response.get("FleetId"))
+        for item in response.get("Instances") or []:
+            override = (item.get("LaunchTemplateAndOverrides") or {}).get("Overrides") or {}
+            subnet = item.get("SubnetId") or override.get("SubnetId")
+            for ident in item.get("InstanceIds") or []:
+                self.instances.append(dict(InstanceId=ident, InstanceType=item.get("InstanceType"), SubnetId=subnet,
+                                           AvailabilityZone=item.get("AvailabilityZone") or zones.get(subnet),
+                                           Lifecycle=item.get("Lifecycle") or "on-demand"))
+        for error in response.get("Errors") or []:
+            override = (error.get("LaunchTemplateAndOverrides") or {}).get("Overrides")
+            self.errors.append((pool_key(override) if override else None, error.get("ErrorCode"),
+                                error.get("ErrorMessage")))
+
+    def summary(self):
+        """'2 x c5.large in us-east-1a (on-demand), ...' sorted."""
+        counts = {}
+        for item in self.instances:
+            key = (item["InstanceType"], item["AvailabilityZone"] or item["SubnetId"] or "?", item["Lifecycle"])
+            counts[key] = counts.get(key, 0) + 1
+        return ", ".join("%d x %s in %s (%s)" % (n, t, z, m) for (t, z, m), n in sorted(counts.items()))
+
+    def error_text(self, zones):
+        seen = []
+        for key, code, message in self.errors:
+            text = "%s: %s%s" % (pool_name(key, zones) if key else "fleet", code, " (%s)" % message if message else "")
+            if text not in seen:
+                seen.append(text)
+        return "; ".join(seen)
+
+
+def launch(ec2, build, pools_, capacity, token, new_token):
+    """Launch `capacity` instances with CreateFleet over `pools_`; the shortfall is retried once
+    without the pools that reported errors (bounded: at most 1 + RETRIES calls). build(pools,
+    capacity, token) gives the request. Returns a FleetLaunch; raises only on a refused call."""
+    outcome = FleetLaunch()
+    zones = dict((p["SubnetId"], p["AvailabilityZone"]) for p in pools_ if p["SubnetId"])
+    remaining = list(pools_)
+    for attempt in range(1 + RETRIES):
+        shortfall = capacity - len(outcome.instances)
+        response = call(ec2, "CreateFleet", **build(remaining, shortfall, token if not attempt else new_token()))
+        outcome.add(response, zones)
+        failed = outcome.failed_pools()
+        remaining = [p for p in remaining if pool_key(p) not in failed]
+        if len(outcome.instances) >= capacity or not failed or not remaining:
+            break
+    return outcome

@@ -1,0 +1,285 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Fleet launches (issue 13): htcondor.annex.annex with instance_types / spot launches with one
+CreateFleet of type instant from the annex's launch template, against one moto server for the
+module (the module runs in-process, pointed at it; each test uses its own annex name).
+
+Capacity errors are injected in front of moto (`capacity`): each pool (type x subnet) has a
+capacity; the fleet walks the overrides in order, fills from each pool what it has, and answers
+with a per-pool InsufficientInstanceCapacity error at the first pool without capacity (what an
+instant fleet reports in its Errors), so the module's retry of the shortfall can be seen.
+"""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from moto_server import MotoServer  # noqa: E402
+
+boto3 = pytest.importorskip("boto3")
+from annex_helpers import POOL_PASSWORD, REGION, run_module  # noqa: E402
+from ansible_collections.htcondor.annex.plugins.modules import annex, annex_setup  # noqa: E402
+
+pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+AMI = "ami-04681a1dbd79675a5"  # an AMI moto knows
+TYPES = ["c5.large", "m5.large", "t3.micro"]
+ANNEX_TAG = "htcondor:AnnexName"
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory):
+    """One moto server, the setup done, and the launch args a master would supply."""
+    tmp = tmp_path_factory.mktemp("fleet")
+    with pytest.MonkeyPatch.context() as env, MotoServer() as moto:
+        for name in [n for n in list(__import__("os").environ) if n.startswith("AWS_")]:
+            env.delenv(name)
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        env.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp / "none"))
+        env.setenv("AWS_CONFIG_FILE", str(tmp / "none"))
+        env.setenv("HOME", str(tmp))
+        aws = dict(region=REGION, endpoint_url=moto.url)
+        setup = run_module(annex_setup, aws)
+        assert setup["changed"] and not setup.get("failed"), setup
+        password = tmp / "POOL"
+        password.write_bytes(POOL_PASSWORD)
+        password.chmod(0o600)
+        ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=moto.url)
+        subnets = sorted(ec2.describe_subnets(SubnetIds=setup["subnet_ids"])["Subnets"],
+                         key=lambda s: s["AvailabilityZone"])[:2]
+        args = dict(aws, ami_id=AMI, password_file=str(password), collector_host="cm.example.org:9618",
+                    condor_version="23.9.6", owners=["alice"], condor_off=False, max_instances=1000,
+                    instance_types=TYPES, subnet_ids=[s["SubnetId"] for s in subnets])
+        yield dict(moto=moto, setup=setup, args=args, ec2=ec2, subnets=[s["SubnetId"] for s in subnets])
+
+
+def launch(rig, name, **overrides):
+    args = dict(rig["args"], name=name)
+    args.update(overrides)
+    return run_module(annex, args)
+
+
+def instances(rig, name):
+    pages = rig["ec2"].get_paginator("describe_instances").paginate(Filters=[
+        {"Name": "tag:%s" % ANNEX_TAG, "Values": [name]},
+        {"Name": "instance-state-name", "Values": ["pending", "running"]}])
+    return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+
+def templates(rig, name):
+    return [t for t in rig["ec2"].describe_launch_templates()["LaunchTemplates"]
+            if t["LaunchTemplateName"] == "htcondor-annex-%s" % name]
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Every AWS operation the module makes (in order), and the CreateFleet requests."""
+    import botocore.client
+    original = botocore.client.BaseClient._make_api_call
+    seen = dict(operations=[], fleets=[])
+
+    def recorded(client, operation_name, api_params):
+        seen["operations"].append(operation_name)
+        if operation_name == "CreateFleet":
+            seen["fleets"].append(api_params)
+        return original(client, operation_name, api_params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", recorded)
+    return seen
+
+
+@pytest.fixture
+def capacity(monkeypatch):
+    """capacity[(type, subnet)] = instances that pool still has (not listed: unlimited)."""
+    import botocore.client
+    original = botocore.client.BaseClient._make_api_call
+    pools = {}
+
+    def answer(client, operation_name, api_params):
+        if operation_name != "CreateFleet":
+            return original(client, operation_name, api_params)
+        config = api_params["LaunchTemplateConfigs"][0]
+        need = api_params["TargetCapacitySpecification"]["TotalTargetCapacity"]
+        reply = dict(FleetId=None, Instances=[], Errors=[])
+        for override in config["Overrides"]:
+            if need <= 0:
+                break
+            key = (override["InstanceType"], override.get("SubnetId"))
+            have = pools.get(key, need)
+            if have <= 0:
+                reply["Errors"].append(dict(
+                    LaunchTemplateAndOverrides=dict(LaunchTemplateSpecification=config["LaunchTemplateSpecification"],
+                                                    Overrides=override),
+                    Lifecycle="on-demand", ErrorCode="InsufficientInstanceCapacity",
+                    ErrorMessage="We currently do not have sufficient %s capacity" % key[0]))
+                break
+            take = min(have, need)
+            one = dict(api_params, LaunchTemplateConfigs=[dict(config, Overrides=[override])],
+                       TargetCapacitySpecification=dict(api_params["TargetCapacitySpecification"],
+                                                        TotalTargetCapacity=take))
+            one.pop("ClientToken", None)
+            got = original(client, operation_name, one)
+            reply["FleetId"] = reply["FleetId"] or got["FleetId"]
+            reply["Instances"] += got.get("Instances", [])
+            if key in pools:
+                pools[key] -= take
+            need -= take
+        reply["FleetId"] = reply["FleetId"] or "fleet-00000000-0000-0000-0000-000000000000"
+        return reply
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", answer)
+    return pools
+
+
+# ---------------------------------------------------------------- launching
+@pytest.mark.parametrize("count", [1, 10, 100])
+def test_on_demand_types_by_subnets_one_create_fleet(rig, calls, count):
+    name = "od%d" % count
+    result = launch(rig, name, count=count, max_price_per_hour=12.5)
+    assert result["changed"] and not result.get("failed"), result
+    assert calls["operations"].count("CreateFleet") == 1, calls["operations"]
+    assert "RunInstances" not in calls["operations"]
+    request = calls["fleets"][0]
+    assert request["Type"] == "instant"
+    overrides = request["LaunchTemplateConfigs"][0]["Overrides"]
+    assert sorted((o["InstanceType"], o["SubnetId"]) for o in overrides) == \
+        sorted((t, s) for t in TYPES for s in rig["subnets"])
+    assert [o["Priority"] for o in overrides if o["SubnetId"] == rig["subnets"][0]] == [0.0, 1.0, 2.0]
+    assert request["OnDemandOptions"] == {"AllocationStrategy": "prioritized", "MaxTotalPrice": "12.5000"}
+    assert request["TargetCapacitySpecification"] == {"TotalTargetCapacity": count,
+                                                      "DefaultTargetCapacityType": "on-demand"}
+    live = instances(rig, name)
+    assert len(live) == count == result["live"] and sorted(result["launched_instance_ids"]) == \
+        sorted(i["InstanceId"] for i in live)
+    for instance in live:
+        tags = dict((t["Key"], t["Value"]) for t in instance["Tags"])
+        assert tags[ANNEX_TAG] == name and tags["htcondor-annex:managed-by"] == "htcondor.annex"
+        assert instance["SubnetId"] in rig["subnets"] and instance["InstanceType"] in TYPES
+    template = templates(rig, name)
+    assert len(template) == 1
+    tags = dict((t["Key"], t["Value"]) for t in template[0]["Tags"])
+    assert tags[ANNEX_TAG] == name and tags["htcondor-annex:managed-by"] == "htcondor.annex"
+    data = rig["ec2"].describe_launch_template_versions(
+        LaunchTemplateId=template[0]["LaunchTemplateId"])["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    assert data["ImageId"] == AMI and data["InstanceInitiatedShutdownBehavior"] == "terminate"
+    assert data["IamInstanceProfile"]["Arn"] == rig["setup"]["instance_profile_arn"]
+    assert data["MetadataOptions"]["HttpEndpoint"] == "enabled"
+    assert "on-demand" in result["msg"] and "price cap $12.5000 an hour" in result["msg"], result["msg"]
+    assert result["fleet_launch"]["max_price_per_hour"] == 12.5
+    # the same count again: nothing launched, no fleet, no template call
+    del calls["operations"][:]
+    again = launch(rig, name, count=count, max_price_per_hour=12.5)
+    assert again["changed"] is False and again["launched_instance_ids"] == [], again
+    assert not [o for o in calls["operations"] if "Fleet" in o or "LaunchTemplate" in o], calls["operations"]
+    assert len(instances(rig, name)) == count
+
+
+def test_spot_annex(rig, calls):
+    result = launch(rig, "spot1", count=10, spot=True, instance_types=["m5.large", "c5.large"],
+                    max_price_per_hour=0.9)
+    assert result["changed"] and not result.get("failed"), result
+    request = calls["fleets"][0]
+    assert request["SpotOptions"] == {"AllocationStrategy": "price-capacity-optimized", "MaxTotalPrice": "0.9000"}
+    assert "OnDemandOptions" not in request
+    assert request["TargetCapacitySpecification"]["DefaultTargetCapacityType"] == "spot"
+    assert not [o for o in request["LaunchTemplateConfigs"][0]["Overrides"] if "Priority" in o]
+    assert len(instances(rig, "spot1")) == 10
+    assert {i["Lifecycle"] for i in result["fleet_launch"]["instances"]} == {"spot"}
+    assert "(spot)" in result["msg"]
+
+
+def test_grow_launches_the_difference_from_a_new_template_version(rig, calls):
+    assert launch(rig, "grow1", count=2)["changed"]
+    grown = launch(rig, "grow1", count=5)
+    assert grown["changed"] and len(grown["launched_instance_ids"]) == 3, grown
+    assert calls["fleets"][-1]["TargetCapacitySpecification"]["TotalTargetCapacity"] == 3
+    assert calls["fleets"][-1]["LaunchTemplateConfigs"][0]["LaunchTemplateSpecification"]["Version"] == "2"
+    assert len(instances(rig, "grow1")) == 5 and len(templates(rig, "grow1")) == 1
+
+
+def test_absent_removes_the_launch_template_but_not_a_users(rig):
+    assert launch(rig, "gone1", count=2)["changed"]
+    user = rig["ec2"].create_launch_template(LaunchTemplateName="gone1-mine",
+                                             LaunchTemplateData={"ImageId": AMI})["LaunchTemplate"]
+    removed = launch(rig, "gone1", state="absent")
+    assert removed["changed"] and "launch template deleted" in removed["msg"], removed
+    assert not instances(rig, "gone1") and not templates(rig, "gone1")
+    names = [t["LaunchTemplateName"] for t in rig["ec2"].describe_launch_templates()["LaunchTemplates"]]
+    assert "gone1-mine" in names
+    assert launch(rig, "gone1", state="absent")["changed"] is False
+    rig["ec2"].delete_launch_template(LaunchTemplateId=user["LaunchTemplateId"])
+
+
+def test_all_or_nothing_sets_min_target_capacity(rig, calls):
+    result = launch(rig, "aon1", count=4, all_or_nothing=True)
+    assert result["changed"], result
+    options = calls["fleets"][0]["OnDemandOptions"]
+    assert options["MinTargetCapacity"] == 4 and options["SingleInstanceType"] is True
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(count=1001, all_or_nothing=True, max_instances=2000), "all_or_nothing takes at most 1000"),
+    (dict(count=2, max_price_per_hour=0.0), "max_price_per_hour must be a positive"),
+    (dict(count=2, spot=True, allocation_strategy="lowest-price"), "Spot annexes use price-capacity-optimized"),
+    (dict(count=2, instance_types=["c5.large", "not a type"]), "is not an EC2 instance type"),
+])
+def test_bad_fleet_options_fail_before_any_call(rig, calls, overrides, message):
+    result = launch(rig, "bad1", **overrides)
+    assert result["failed"] and message in result["msg"], result
+    assert not calls["operations"]
+
+
+# ---------------------------------------------------------------- capacity
+def test_failover_to_the_remaining_pools(rig, capacity, calls):
+    first = ("c5.large", rig["subnets"][0])
+    capacity[first] = 0
+    result = launch(rig, "fail1", count=6)
+    assert result["changed"] and not result.get("failed"), result
+    assert calls["operations"].count("CreateFleet") == 2
+    retried = calls["fleets"][1]["LaunchTemplateConfigs"][0]["Overrides"]
+    assert first not in [(o["InstanceType"], o["SubnetId"]) for o in retried] and len(retried) == 5
+    assert len(instances(rig, "fail1")) == 6
+    assert "pools that failed: c5.large in %s" % rig["subnets"][0] in result["msg"], result["msg"]
+    assert "InsufficientInstanceCapacity" in result["fleet_launch"]["errors"]
+
+
+def test_partial_fulfilment_is_kept_and_said(rig, capacity, calls):
+    subnet = rig["subnets"][0]
+    capacity.update({("c5.large", subnet): 3, ("m5.large", subnet): 0})
+    result = launch(rig, "part1", count=10, instance_types=["c5.large", "m5.large"], subnet_ids=[subnet])
+    assert result["changed"] and not result.get("failed"), result
+    assert calls["operations"].count("CreateFleet") == 2  # the first, one retry: bounded
+    assert len(instances(rig, "part1")) == 3 == len(result["launched_instance_ids"])
+    assert "7 of 10 workers not launched" in result["msg"], result["msg"]
+    again = launch(rig, "part1", count=10, instance_types=["c5.large", "m5.large"], subnet_ids=[subnet])
+    assert again["failed"] and len(instances(rig, "part1")) == 3  # still no capacity: nothing more
+
+
+def test_all_pools_failing_is_a_clear_error_and_leaves_no_template(rig, capacity, calls):
+    for instance_type in TYPES:
+        for subnet in rig["subnets"]:
+            capacity[(instance_type, subnet)] = 0
+    result = launch(rig, "none1", count=3)
+    assert result["failed"], result
+    assert "no pool had capacity for 3 on-demand workers" in result["msg"], result["msg"]
+    assert "c5.large in %s" % rig["subnets"][0] in result["msg"] and "InsufficientInstanceCapacity" in result["msg"]
+    assert calls["operations"].count("CreateFleet") == 2
+    assert not instances(rig, "none1") and not templates(rig, "none1")
+
+
+def test_a_users_template_with_the_annex_name_is_refused_and_a_left_one_reused(rig, calls):
+    user = rig["ec2"].create_launch_template(LaunchTemplateName="htcondor-annex-clash1",
+                                             LaunchTemplateData={"ImageId": AMI})["LaunchTemplate"]
+    refused = launch(rig, "clash1", count=1)
+    assert refused["failed"] and "htcondor.annex did not make" in refused["msg"], refused
+    assert not instances(rig, "clash1") and "CreateFleet" not in calls["operations"]
+    rig["ec2"].delete_launch_template(LaunchTemplateId=user["LaunchTemplateId"])
+    # the annex's own template left behind (its workers gone): a new version, no second template
+    assert launch(rig, "left1", count=1)["changed"]
+    rig["ec2"].terminate_instances(InstanceIds=[i["InstanceId"] for i in instances(rig, "left1")])
+    again = launch(rig, "left1", count=1)
+    assert again["changed"] and len(again["launched_instance_ids"]) == 1, again
+    assert calls["fleets"][-1]["LaunchTemplateConfigs"][0]["LaunchTemplateSpecification"]["Version"] == "2"
+    assert len(templates(rig, "left1")) == 1
