@@ -175,7 +175,7 @@ def test_boot_installs_the_config_d_files_and_writes_the_instance_config(tmp_pat
     assert oct((config_d / proto.PASSWORD_FILE).stat().st_mode & 0o777) == "0o600"
     assert not (tmp_path / "etc" / "condor" / proto.CONFIG_FILE).exists()  # top-level copies skipped
     instance = (config_d / agent.INSTANCE_CONFIG).read_text()
-    assert "# Fetched 'config-myannex.tar.gz' from 's3://annex-bucket'." in instance
+    assert "# Fetched 'config-myannex.tar.gz' from 's3://annex-bucket/config-myannex.tar.gz'." in instance
     assert "EC2PublicIP = 3.90.1.2" in instance and 'EC2InstanceID = "%s"' % IID in instance
     get = worker.aws.ops("s3api", "get-object")[0]
     assert get[get.index("--key") + 1] == "config-myannex.tar.gz" and get[get.index("--bucket") + 1] == "annex-bucket"
