@@ -136,7 +136,10 @@ class Agent:
     def boots_agent(self, ami):
         """True when the AMI carries the collection's boot-agent tag (as annex.py decides)."""
         if ami not in self.image_agent:
-            images = self.ec2.describe_images(ImageIds=[ami])["Images"] if ami else []
+            try:
+                images = self.ec2.describe_images(ImageIds=[ami])["Images"] if ami else []
+            except botocore.exceptions.ClientError:  # deregistered meanwhile: boots as a foreign image
+                images = []
             tags = {t["Key"]: t["Value"] for img in images for t in img.get("Tags", [])}
             self.image_agent[ami] = proto.BOOT_AGENT_IMAGE_TAG in tags
         return self.image_agent[ami]
