@@ -14,7 +14,7 @@ import json
 
 from ansible_collections.htcondor.annex.plugins.module_utils import connectivity_function, lease_function
 from ansible_collections.htcondor.annex.plugins.module_utils.annex_protocol import (
-    ANNEX_NAME_TAG, LEASE_RULE_SCHEDULE, sweep_input,
+    AGENT_SELF_TAGS, ANNEX_NAME_TAG, JOB_ROLE_NAME, LEASE_RULE_SCHEDULE, sweep_input,
 )
 
 LAMBDA_RUNTIME = "python3.12"
@@ -26,6 +26,8 @@ WORKER_ROLE_NAME = "HTCondorAnnex-InstanceConfigurationRole"
 WORKER_PROFILE_NAME = "HTCondorAnnex-InstanceProfile"
 LEASE_ROLE_NAME = "HTCondorAnnex-LeaseFunctionRole"
 CONNECTIVITY_ROLE_NAME = "HTCondorAnnex-ConnectivityFunctionRole"
+JOB_ROLE_BASE = JOB_ROLE_NAME.replace("-%s", "")  # HTCondorAnnex-JobRole, regional_name adds the region
+MAX_WORKER_POLICY_ARNS = 20  # managed policies per role: IAM's hard quota
 IAM_NAME_LIMIT = 64  # characters of a role name (IAM quota); instance profiles allow 128
 # ANNEX_DEFAULT_CONNECTIVITY_FUNCTION_ARN's default in HTCondor (src/condor_utils/param_info.in).
 CONNECTIVITY_FUNCTION_NAME = "HTCondorAnnex-CheckConnectivity"
@@ -199,32 +201,92 @@ def lambda_template():
     }
 
 
-def instance_profile_template():
+def _worker_statements(stock_boot_script, job_role):
+    """The worker role's inline policy: what the collection's boot agent needs, plus the stock
+    condor-annex-ec2 script's IAM introspection only when asked for (stock_boot_script)."""
     statements = [
         {"Sid": "ReadAnnexConfiguration", "Effect": "Allow", "Action": ["s3:GetObject"],
          "Resource": _sub("arn:${AWS::Partition}:s3:::${S3BucketName}/config-*.tar.gz")},
-        {"Sid": "BootScriptIntrospection", "Effect": "Allow", "Action": [
+        # The agent reads its annex from its tags (DescribeTags when instance metadata does not carry
+        # them) and, as a fallback, its client token (DescribeInstances); neither action takes a
+        # resource-level permission (IAM service authorization reference), hence "*".
+        {"Sid": "AgentFindsItsAnnex", "Effect": "Allow", "Action": ["ec2:DescribeTags", "ec2:DescribeInstances"],
+         "Resource": "*"},
+        # The agent records why it gave up booting, or a Spot notice, as a tag on its own instance:
+        # only the two keys of AGENT_SELF_TAGS (aws:TagKeys), and only on annex workers (instances
+        # with this setup's instance profile, ec2:InstanceProfile). "Only itself" has no documented
+        # condition: the usual StringEquals aws:ARN = ${ec2:SourceInstanceARN} relies on aws:ARN,
+        # which the IAM service authorization reference does not list (the IAM linter rejects it),
+        # and ec2:SourceInstanceARN (the instance the role credentials were delivered to, EC2 User
+        # Guide, "Example policies to control access the Amazon EC2 API") is not a condition key of
+        # ec2:CreateTags. The most a worker can do to another is set those two status tags.
+        {"Sid": "AgentTagsWorkers", "Effect": "Allow", "Action": ["ec2:CreateTags"],
+         "Resource": _sub("arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:instance/*"),
+         "Condition": {"ArnEquals": {"ec2:InstanceProfile": _sub(
+             "arn:${AWS::Partition}:iam::${AWS::AccountId}:instance-profile/%s-${AWS::Region}" % WORKER_PROFILE_NAME)},
+             "ForAllValues:StringEquals": {"aws:TagKeys": list(AGENT_SELF_TAGS)}}},
+    ]
+    if stock_boot_script:
+        # The stock condor-annex-ec2 script finds its bucket by walking its own role's policies,
+        # and its annex from its client token or Spot Fleet request.
+        statements.append({"Sid": "BootScriptIntrospection", "Effect": "Allow", "Action": [
             "iam:GetInstanceProfile", "iam:ListRolePolicies", "iam:GetRolePolicy",
             "iam:ListAttachedRolePolicies", "iam:GetPolicy", "iam:GetPolicyVersion",
-            "ec2:DescribeInstances", "ec2:DescribeSpotFleetRequests"], "Resource": "*"},
-    ]
+            "ec2:DescribeSpotFleetRequests"], "Resource": "*"})
+    if job_role:
+        # The agent hands the job role's short-lived credentials to jobs (instance metadata stays
+        # closed to them): the instance role may assume that one role only.
+        statements.append({"Sid": "AssumeJobRole", "Effect": "Allow", "Action": ["sts:AssumeRole"],
+                           "Resource": _sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/%s-${AWS::Region}"
+                                            % JOB_ROLE_BASE)})
+    return statements
+
+
+def _job_role(worker_policy_arns):
+    """The role jobs' AWS credentials come from: the given managed policies, trusted by the worker
+    role only (the agent assumes it and hands its credentials to jobs)."""
+    return {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "RoleName": regional_name(JOB_ROLE_BASE),
+            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"AWS": {"Fn::GetAtt": ["InstanceConfigurationRole", "Arn"]}},
+                "Action": ["sts:AssumeRole"]}]},
+            # validated by annex_setup for the region's partition; written with ${AWS::Partition}
+            # as every ARN of the templates
+            "ManagedPolicyArns": [_sub("arn:${AWS::Partition}:" + arn.split(":", 2)[2]) for arn in worker_policy_arns],
+        },
+    }
+
+
+def instance_profile_template(stock_boot_script=False, worker_policy_arns=()):
+    """The workers' role and instance profile; with worker_policy_arns also the job role."""
+    job_role = bool(worker_policy_arns)
+    resources = {
+        "InstanceConfigurationRole": _service_role("ec2.amazonaws.com", "HTCondorAnnexWorker",
+                                                   _worker_statements(stock_boot_script, job_role),
+                                                   WORKER_ROLE_NAME),
+        "InstanceProfile": {
+            "Type": "AWS::IAM::InstanceProfile",
+            "Properties": {"InstanceProfileName": regional_name(WORKER_PROFILE_NAME),
+                           "Roles": [{"Ref": "InstanceConfigurationRole"}]},
+        },
+    }
+    outputs = {
+        "InstanceProfileARN": {"Value": {"Fn::GetAtt": ["InstanceProfile", "Arn"]}},
+        "InstanceConfigurationRole": {"Value": {"Ref": "InstanceConfigurationRole"}},
+        # read by the annex module: a stock-script image needs the introspection actions
+        "StockBootScript": {"Value": "true" if stock_boot_script else "false"},
+    }
+    if job_role:
+        resources["JobRole"] = _job_role(worker_policy_arns)
+        outputs["JobRoleARN"] = {"Value": {"Fn::GetAtt": ["JobRole", "Arn"]}}
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "htcondor.annex %s: instance profile for annex workers" % TEMPLATE_VERSION,
         "Parameters": {"S3BucketName": {"Type": "String"}},
-        "Resources": {
-            "InstanceConfigurationRole": _service_role("ec2.amazonaws.com", "HTCondorAnnexWorker", statements,
-                                                       WORKER_ROLE_NAME),
-            "InstanceProfile": {
-                "Type": "AWS::IAM::InstanceProfile",
-                "Properties": {"InstanceProfileName": regional_name(WORKER_PROFILE_NAME),
-                               "Roles": [{"Ref": "InstanceConfigurationRole"}]},
-            },
-        },
-        "Outputs": {
-            "InstanceProfileARN": {"Value": {"Fn::GetAtt": ["InstanceProfile", "Arn"]}},
-            "InstanceConfigurationRole": {"Value": {"Ref": "InstanceConfigurationRole"}},
-        },
+        "Resources": resources,
+        "Outputs": outputs,
     }
 
 

@@ -25,6 +25,10 @@ OUTPUT_KEYS = {
     (STACK_LAMBDA, "ConnectivityFunctionARN"): "connectivity_function_arn",
     (STACK_PROFILE, "InstanceProfileARN"): "instance_profile_arn",
     (STACK_PROFILE, "InstanceConfigurationRole"): "instance_role_name",
+    # "true" when the worker role grants the stock boot script's IAM introspection (annex_setup's
+    # stock_boot_script); setups made before this output always granted it.
+    (STACK_PROFILE, "StockBootScript"): "stock_boot_script",
+    (STACK_PROFILE, "JobRoleARN"): "job_role_arn",
     (STACK_SG, "SecurityGroupId"): "security_group_id",
     # The workers' network, recorded by annex_setup (comma-separated subnet ids, and their zones).
     (STACK_SG, "VpcId"): "vpc_id",

@@ -17,7 +17,9 @@ __metaclass__ = type
 from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
     MANAGED_BY_KEY, MANAGED_BY_VALUE, AnnexAWSError, call, error_code, paginate, tag_dict,
 )
-from ansible_collections.htcondor.annex.plugins.module_utils.annex_protocol import parse_condor_version
+from ansible_collections.htcondor.annex.plugins.module_utils.annex_protocol import (
+    BOOT_AGENT_IMAGE_TAG, BOOT_AGENT_VERSION, parse_condor_version,
+)
 
 ROLE_KEY = "htcondor-annex:role"
 ROLE_WORKER_IMAGE = "worker-image"
@@ -49,6 +51,26 @@ def worker_image_filters():
     ]
 
 
+def boot_agent(tags):
+    """Whether an image with these tags runs the collection's worker boot agent (IMDSv2 only)."""
+    return tags.get(BOOT_AGENT_IMAGE_TAG) == BOOT_AGENT_VERSION
+
+
+def describe_image_by_id(ec2, image_id):
+    """dict(image_id, name, boot_agent) of one image (one DescribeImages), None if it is unknown."""
+    try:
+        response = call(ec2, "DescribeImages", ImageIds=[image_id])
+    except AnnexAWSError as exc:
+        if error_code(exc) in ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidAMIID.Unavailable"):
+            return None
+        raise
+    images = response.get("Images") or []
+    if not images:
+        return None
+    tags = tag_dict(images[0].get("Tags"))
+    return dict(image_id=images[0]["ImageId"], name=images[0].get("Name"), boot_agent=boot_agent(tags))
+
+
 def describe_worker_images(ec2):
     """Every available worker image the account owns, as dicts (newest first)."""
     images = []
@@ -69,6 +91,7 @@ def describe_worker_images(ec2):
             os=tags.get(OS_KEY),
             htcondor_source=tags.get(HTCONDOR_SOURCE_KEY),
             htcondor_channel=tags.get(HTCONDOR_CHANNEL_KEY),
+            boot_agent=boot_agent(tags),
         ))
     images.sort(key=lambda i: (i["creation_date"], i["name"] or "", i["image_id"]), reverse=True)
     return images

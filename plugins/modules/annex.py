@@ -95,7 +95,26 @@ options:
       - The lookup (C(DescribeInstanceTypes), C(DescribeImages)) happens only when instances are to be
         launched, so a re-run with the same O(count) costs no extra call.
       - Not used with O(slots); the Spot Fleet config holds the AMI.
+      - An image tagged C(htcondor-annex:boot-agent=1) (the images C(build_worker_ami.yml) builds) runs the
+        collection's worker boot agent, and its workers are launched IMDSv2-only (C(HttpTokens=required),
+        hop limit 1, instance tags in instance metadata). Any other image boots the stock C(condor-annex-ec2)
+        script, which needs IMDSv1: such a launch needs O(allow_imdsv1=true) and a setup made with
+        C(stock_boot_script=true), else it fails before anything is written. The image's tags are read with one
+        C(DescribeImages), only when instances are to be launched.
     type: str
+  allow_imdsv1:
+    description:
+      - Allow launching on-demand workers from an image without the boot agent (stock C(condor-annex-ec2) boot
+        script), with instance metadata answering without a session token (IMDSv1, C(HttpTokens=optional)).
+      - B(Risk) IMDSv1 lets any process on the worker that can make an HTTP request (including a job, or a
+        server tricked into fetching a URL, SSRF) read the instance role's temporary credentials. Launches with
+        it are refused in accounts that enforce IMDSv2.
+      - Images with the boot agent never use IMDSv1, whatever this option says.
+      - Spot Fleet launch specifications (O(spot_fleet_config)) cannot set metadata options at all: the image's
+        own default applies (images built by C(build_worker_ami.yml) are registered IMDSv2-only, and their
+        agent speaks IMDSv2, which instance metadata always accepts).
+    type: bool
+    default: false
   duration:
     description:
       - Lease in hours; every worker is terminated when it ends. More than 0 and at most 8760 (a year);
@@ -122,8 +141,12 @@ options:
     default: []
   tags:
     description:
-      - Tags for instances and volumes, in addition to C(htcondor:AnnexName), C(htcondor-annex:managed-by)
-        and C(Name=<name>-worker).
+      - Tags for instances and volumes, in addition to C(htcondor:AnnexName), C(htcondor-annex:managed-by),
+        C(htcondor-annex:config-bucket) (the setup's bucket, where the boot agent finds the tarball) and
+        C(Name=<name>-worker).
+      - Instance metadata carries only tag keys of letters, digits and C(+ - = . , _ :) C(@); with another key
+        the workers are launched without instance tags in metadata (the boot agent then reads them with
+        C(DescribeTags)), which the result message says.
     type: dict
     default: {}
   max_instances:
@@ -287,6 +310,13 @@ ami_name:
   returned: always
   type: str
   sample: htcondor-annex-worker-25.0.3-amazonlinux2023-x86_64-20250101T120000Z
+boot_agent:
+  description:
+    - Whether the on-demand workers' image runs the collection's boot agent (tag C(htcondor-annex:boot-agent)),
+      launched IMDSv2-only; false for an image with the stock boot script (O(allow_imdsv1)); null when no image
+      was needed (nothing launched) and for Spot Fleet annexes.
+  returned: always
+  type: bool
 ami_source:
   description:
     - C(given) (the O(ami_id) option) or C(newest project worker image) (looked up); null when no AMI was needed.
@@ -341,6 +371,24 @@ SETUP_KEYS = ("bucket", "odi_lease_function_arn", "sfr_lease_function_arn", "ins
               "security_group_id", "key_name")
 
 
+# Instance tags in instance metadata take only keys of letters, digits and + - = . , _ : @ (no
+# spaces, no /), and not ".", ".." or "_index"; with a non-compliant key AWS fails the launch
+# (EC2 User Guide, "View tags for your EC2 instances using instance metadata",
+# https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/work-with-tags-in-IMDS.html).
+METADATA_TAG_KEY_RE = re.compile(r"[A-Za-z0-9+=.,_:@-]+")
+METADATA_TAG_KEYS_REFUSED = (".", "..", "_index")
+
+
+def metadata_tag_key_ok(key):
+    return bool(METADATA_TAG_KEY_RE.fullmatch(key)) and key not in METADATA_TAG_KEYS_REFUSED
+
+
+def stock_boot_script_granted(setup):
+    """Whether the setup's worker role has what the stock boot script needs (IAM introspection).
+    Setups made before the StockBootScript output always granted it."""
+    return str(setup.get("stock_boot_script", "true")).lower() == "true"
+
+
 def argument_spec():
     spec = dict(AWS_ARGUMENT_SPEC)
     spec.update(
@@ -367,6 +415,7 @@ def argument_spec():
         user_config_path=dict(type="path"),
         condor_off=dict(type="bool", default=True),
         lock_timeout=dict(type="int", default=DEFAULT_LOCK_TIMEOUT),
+        allow_imdsv1=dict(type="bool", default=False),
     )
     return spec
 
@@ -458,11 +507,11 @@ def validate(params):
     for owner in params["owners"] or []:
         if not proto.OWNER_RE.fullmatch(owner):
             raise InputError("owner %r is not a user name HTCondor can match" % owner)
-    # the workers, their volumes and the lease rule also get Name, managed-by and the annex name
-    error = validate_tags(params["tags"], added=("Name", MANAGED_BY_KEY, proto.ANNEX_NAME_TAG))
+    # the workers, their volumes and the lease rule also get Name, managed-by, the annex name and the bucket
+    error = validate_tags(params["tags"], added=("Name", MANAGED_BY_KEY, proto.ANNEX_NAME_TAG, proto.BUCKET_TAG))
     if error:
         raise InputError(error)
-    reserved = [k for k in params["tags"] if k in (proto.ANNEX_NAME_TAG, MANAGED_BY_KEY)]
+    reserved = [k for k in params["tags"] if k in (proto.ANNEX_NAME_TAG, MANAGED_BY_KEY, proto.BUCKET_TAG)]
     if reserved:
         raise InputError("tag %s is set by the module and cannot be given" % reserved[0])
     for path in params["config_files"]:
@@ -488,7 +537,8 @@ class Annex:
         self.ec2 = conn.client("ec2")
         self.changed = False
         self.result = dict(annex_id=self.name, instance_ids=[], launched_instance_ids=[], client_token=None,
-                           spot_fleet_request_ids=[], live=0, ami_id=None, ami_name=None, ami_source=None)
+                           spot_fleet_request_ids=[], live=0, ami_id=None, ami_name=None, ami_source=None,
+                           boot_agent=None)
         if module.params["state"] == "present" and module.params["ami_id"] and module.params["slots"] is None:
             self.result.update(ami_id=module.params["ami_id"], ami_source=worker_image.SOURCE_GIVEN)
         self.notes = []
@@ -497,6 +547,7 @@ class Annex:
         self._collector_checked = False
         self._subnets = None  # subnets(): looked up once per run
         self._user_config = None
+        self._metadata_note = False
 
     # ---------- reading state ----------
     def live_instances(self, states=LIVE_INSTANCE_STATES):
@@ -614,10 +665,15 @@ class Annex:
             self.module.warn("the user_config block names bucket %s, the setup has %s: using the setup's" % (
                 bucket, setup["bucket"]))
             return self.present_in(setup["bucket"])
-        if not spot and not self.params["ami_id"]:
-            self.worker_image()  # before anything is created: no image = nothing changed
         if not spot:
-            self.subnets(setup)  # likewise: subnet_ids outside the group's VPC change nothing
+            # before anything is created: no image, an image that cannot boot safely, or subnet_ids
+            # outside the group's VPC = nothing changed
+            if self.params["ami_id"]:
+                self.given_image()
+            else:
+                self.worker_image()
+            self.check_boot(setup)
+            self.subnets(setup)
         self.changed = True
         if self.module.check_mode:
             self.notes.append("would launch %d %s%s" % (to_launch, "slots" if spot else "instances",
@@ -637,7 +693,8 @@ class Annex:
         """Look up the project worker image for this launch (only called when launching without ami_id)."""
         version = self.host["version"]
         image = worker_image.find_worker_image(self.ec2, version, self.params["instance_type"], self.conn.region)
-        self.result.update(ami_id=image["image_id"], ami_name=image["name"], ami_source=worker_image.SOURCE_NEWEST)
+        self.result.update(ami_id=image["image_id"], ami_name=image["name"], ami_source=worker_image.SOURCE_NEWEST,
+                           boot_agent=image["boot_agent"])
         note = "worker image %s (%s, HTCondor %s, %s)" % (image["image_id"], image["name"] or "no name",
                                                           image["version_tag"], image["architecture"])
         if image["tier"] != worker_image.TIERS[0][1]:
@@ -645,6 +702,41 @@ class Annex:
                 worker_image.version_text(version), image["tier"])
         self.notes.append(note)
         return image
+
+    def given_image(self):
+        """Whether the ami_id option's image runs the collection's boot agent (its tag), in one
+        DescribeImages (only called when launching)."""
+        image = worker_image.describe_image_by_id(self.ec2, self.params["ami_id"])
+        if image is None:
+            raise InputError("ami_id %s is not an image available to this account in %s" % (
+                self.params["ami_id"], self.conn.region))
+        self.result["boot_agent"] = image["boot_agent"]
+        return image
+
+    def check_boot(self, setup):
+        """Refuse, before anything is written, a launch whose workers could not boot safely: an
+        image without the boot agent boots the stock condor-annex-ec2 script, which needs IMDSv1
+        (allow_imdsv1) and the IAM introspection actions (annex_setup's stock_boot_script)."""
+        if self.result["boot_agent"]:
+            self.notes.append("image %s runs the htcondor.annex boot agent: IMDSv2 only" % self.result["ami_id"])
+            return
+        if not self.params["allow_imdsv1"]:
+            raise InputError(
+                "image %s has no %s tag, so its workers boot the stock condor-annex-ec2 script, which reads "
+                "instance metadata without a session token (IMDSv1). Refused: IMDSv1 lets any process that can make "
+                "an HTTP request on the worker (e.g. through SSRF) read the instance role's credentials. Use a "
+                "worker image built by build_worker_ami.yml (omit ami_id), or accept the risk with "
+                "allow_imdsv1=true (refused in accounts that enforce IMDSv2)" % (
+                    self.result["ami_id"], proto.BOOT_AGENT_IMAGE_TAG))
+        if not stock_boot_script_granted(setup):
+            raise InputError(
+                "image %s boots the stock condor-annex-ec2 script, which finds its bucket through IAM "
+                "introspection, but the setup does not grant the workers those actions: run "
+                "htcondor.annex.annex_setup with stock_boot_script=true (role variable "
+                "htcondor_annex_stock_boot_script) first, or use a worker image built by build_worker_ami.yml"
+                % self.result["ami_id"])
+        self.notes.append("image %s has no %s tag: its workers boot the stock condor-annex-ec2 script with IMDSv1 "
+                          "(allow_imdsv1)" % (self.result["ami_id"], proto.BOOT_AGENT_IMAGE_TAG))
 
     def user_config(self):
         """This region's block of the annex user's user_config (read once per run)."""
@@ -714,17 +806,30 @@ class Annex:
             to_launch, "slots" if spot else "instances", self.name, token))
 
     def metadata_options(self):
-        """The workers' instance metadata settings (one home for every launch path).
-        The stock condor-annex-ec2 boot script reads instance metadata with plain curl (no
-        IMDSv2 token); AMIs that default to IMDSv2-only (e.g. Amazon Linux 2023) would leave
-        the worker unable to find its annex, so allow both, explicitly."""
-        return {"HttpEndpoint": "enabled", "HttpTokens": "optional"}
+        """The workers' instance metadata settings (one home for every launch path that can set
+        them; Spot Fleet launch specifications cannot). Images with the boot agent: IMDSv2 only, hop
+        limit 1, instance tags in metadata unless a tag key cannot be carried there; other images
+        (stock condor-annex-ec2 script, plain curl): IMDSv1 allowed, only with allow_imdsv1 (checked
+        before any write by check_boot; None here means refused)."""
+        tags = self.tag_specifications(["instance"])[0]["Tags"]
+        bad = [t["Key"] for t in tags if not metadata_tag_key_ok(t["Key"])]
+        options = proto.metadata_options(bool(self.result["boot_agent"]), self.params["allow_imdsv1"],
+                                         metadata_tags=not bad)
+        if bad and self.result["boot_agent"] and not self._metadata_note:
+            self._metadata_note = True
+            self.notes.append("instance tags not in instance metadata (tag key %s has characters metadata cannot "
+                              "carry): the boot agent reads them with DescribeTags instead" % ", ".join(sorted(bad)))
+        return options
 
     def tag_specifications(self, resource_types):
         tags = dict(self.params["tags"])
         tags.setdefault("Name", "%s-worker" % self.name)
         tags = managed_tags(tags)
         tags[proto.ANNEX_NAME_TAG] = self.name
+        # the agent finds its tarball without IAM introspection
+        bucket = (self._setup or {}).get("bucket") or (self.params["setup"] or {}).get("bucket")
+        if bucket:
+            tags[proto.BUCKET_TAG] = bucket
         return [{"ResourceType": kind, "Tags": tag_list(tags)} for kind in resource_types]
 
     def subnets(self, setup):

@@ -100,8 +100,27 @@ annexes:
       description: Live Spot Fleet requests of the annex.
       type: list
       elements: str
+    workers:
+      description:
+        - Instance id -> its state, and what the collection's boot agent recorded on it (tags), for every instance
+          EC2 lists, terminated ones included (EC2 lists them for about an hour after they end).
+        - C(boot_failure) is why the worker gave up booting (then halted and terminated), e.g. its configuration
+          tarball missing; C(spot_notice) is the Spot interruption or rebalance notice it received
+          (C(<kind> <time>), kind C(interruption-terminate), C(interruption-stop), C(interruption-hibernate) or
+          C(rebalance)). Each is null when not recorded.
+      type: dict
+      sample: {"i-0123": {"state": "terminated", "boot_failure": "config-MyFirstAnnex.tar.gz not found in s3://bucket",
+                          "spot_notice": null}}
+    boot_failures:
+      description: How many of the annex's workers (terminated ones included while EC2 lists them) gave up booting.
+      type: int
+    spot_notices:
+      description: How many of the annex's workers (terminated ones included while EC2 lists them) got a Spot notice.
+      type: int
   sample: {"MyFirstAnnex": {"instances": {"running": 5}, "instance_ids": ["i-0123"], "joined": 5,
-           "lease_expiration": "2025-01-01T20:00:00Z", "spot_fleet_request_ids": []}}
+           "lease_expiration": "2025-01-01T20:00:00Z", "spot_fleet_request_ids": [],
+           "workers": {"i-0123": {"state": "running", "boot_failure": null, "spot_notice": null}},
+           "boot_failures": 0, "spot_notices": 0}}
 setup:
   description: The setup check (only with O(check_setup=true)).
   returned: when check_setup
@@ -150,7 +169,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
     AWS_ARGUMENT_SPEC, AWS_MUTUALLY_EXCLUSIVE, AWS_REQUIRED_TOGETHER, HAS_BOTO3, AWSConnection, AnnexAWSError,
-    call, describe_or_none, missing_boto3_msg, resolve_region, validate_region,
+    call, describe_or_none, missing_boto3_msg, resolve_region, tag_dict, validate_region,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_resources as resources
@@ -180,7 +199,17 @@ def argument_spec():
 
 def entry(annexes, name):
     return annexes.setdefault(name, dict(instances={}, instance_ids=[], lease_expiration=None, joined=None,
-                                         spot_fleet_request_ids=[]))
+                                         spot_fleet_request_ids=[], workers={}, boot_failures=0, spot_notices=0))
+
+
+def record_worker(item, inst):
+    """The instance's state and what its boot agent recorded (proto.AGENT_SELF_TAGS), counted."""
+    tags = tag_dict(inst.get("Tags"))
+    worker = dict(state=inst["State"]["Name"], boot_failure=tags.get(proto.BOOT_FAILURE_TAG),
+                  spot_notice=tags.get(proto.SPOT_NOTICE_TAG))
+    item["workers"][inst["InstanceId"]] = worker
+    item["boot_failures"] += worker["boot_failure"] is not None
+    item["spot_notices"] += worker["spot_notice"] is not None
 
 
 def gather(conn, name, setup_values):
@@ -192,6 +221,7 @@ def gather(conn, name, setup_values):
         item["instances"][state] = item["instances"].get(state, 0) + 1
         if state in resources.LIVE_INSTANCE_STATES:
             item["instance_ids"].append(inst["InstanceId"])
+        record_worker(item, inst)
     for fleet in resources.find_fleets(ec2, name or None):
         entry(annexes, proto.fleet_annex_id(fleet))["spot_fleet_request_ids"].append(fleet["SpotFleetRequestId"])
     # Leases: the tarballs' metadata (an annex with a tarball but no instance is listed too), then

@@ -91,6 +91,28 @@ options:
       - Every resource also gets C(htcondor-annex:managed-by=htcondor.annex).
     type: dict
     default: {}
+  stock_boot_script:
+    description:
+      - Grant the workers' role what the stock C(condor-annex-ec2) boot script needs to find its annex and bucket:
+        IAM introspection of its own role (C(iam:GetInstanceProfile), C(iam:ListRolePolicies), C(iam:GetRolePolicy),
+        C(iam:ListAttachedRolePolicies), C(iam:GetPolicy), C(iam:GetPolicyVersion)) and
+        C(ec2:DescribeSpotFleetRequests).
+      - Only needed for workers from images without the collection's boot agent (an O(htcondor.annex.annex#module:ami_id)
+        with the stock script and C(condor_annex) itself); images built by C(build_worker_ami.yml) need none of it,
+        and M(htcondor.annex.annex) refuses a launch from another image when the setup lacks it.
+    type: bool
+    default: false
+  worker_policy_arns:
+    description:
+      - Managed IAM policies (ARNs in the region's partition, at most 20, IAM's limit per role) for the jobs' own
+        AWS access, e.g. C(arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess) for jobs that read S3.
+      - They are attached to a separate role C(HTCondorAnnex-JobRole-<region>), which only the workers' role may
+        assume. The boot agent assumes it and hands its short-lived credentials to jobs (instance metadata stays
+        closed to them); the workers' own role gets nothing more.
+      - Empty (the default) creates no job role.
+    type: list
+    elements: str
+    default: []
   wait_timeout:
     description: Seconds to wait for each stack operation.
     type: int
@@ -136,6 +158,14 @@ instance_profile_arn:
   description: ARN of the workers' instance profile.
   returned: always
   type: str
+job_role_arn:
+  description: ARN of the job role holding O(worker_policy_arns); null without them.
+  returned: always
+  type: str
+stock_boot_script:
+  description: Whether the workers' role grants what the stock C(condor-annex-ec2) boot script needs (O(stock_boot_script)).
+  returned: always
+  type: bool
 security_group_ids:
   description: Worker security group ids.
   returned: always
@@ -173,7 +203,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
     AWS_ARGUMENT_SPEC, AWS_MUTUALLY_EXCLUSIVE, AWS_REQUIRED_TOGETHER, HAS_BOTO3, MANAGED_BY_KEY,
     MANAGED_BY_VALUE, AWSConnection, AnnexAWSError, call, describe_or_none, is_not_found, managed_tags,
-    missing_boto3_msg, paginate, resolve_region, tag_dict, tag_list, validate_region, validate_tags, wait,
+    missing_boto3_msg, paginate, partition_of, resolve_region, tag_dict, tag_list, validate_region, validate_tags,
+    wait,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_resources as resources
 from ansible_collections.htcondor.annex.plugins.module_utils import network
@@ -205,9 +236,31 @@ def argument_spec():
         user_config_path=dict(type="path"),
         write_user_config=dict(type="bool", default=True),
         tags=dict(type="dict", default={}),
+        stock_boot_script=dict(type="bool", default=False),
+        worker_policy_arns=dict(type="list", elements="str", default=[]),
         wait_timeout=dict(type="int", default=900),
     )
     return spec
+
+
+# A managed policy: AWS's own (account "aws") or a customer's (12-digit account), with a path.
+POLICY_ARN_RE = r"arn:%s:iam::(aws|[0-9]{12}):policy/([\x21-\x7e]*/)?[A-Za-z0-9+=,.@_-]{1,128}"
+
+
+def worker_policy_arns_error(arns, partition):
+    """Error message for worker_policy_arns (managed policy ARNs of the region's partition, at most
+    IAM's hard quota of managed policies per role), else None."""
+    if len(arns) > templates.MAX_WORKER_POLICY_ARNS:
+        return "worker_policy_arns: %d policies; IAM attaches at most %d managed policies to a role" % (
+            len(arns), templates.MAX_WORKER_POLICY_ARNS)
+    if len(set(arns)) != len(arns):
+        return "worker_policy_arns: a policy is listed twice"
+    for arn in arns:
+        # fullmatch: "$" would let a final newline in
+        if not re.fullmatch(POLICY_ARN_RE % re.escape(partition or "aws"), arn):
+            return "worker_policy_arns: %r is not a managed policy ARN of partition %s (like arn:%s:iam::aws:policy/" \
+                   "AmazonS3ReadOnlyAccess)" % (arn, partition, partition)
+    return None
 
 
 def validate(params):
@@ -228,6 +281,9 @@ def validate(params):
     if params["vpc_id"] and not network.VPC_ID_RE.fullmatch(params["vpc_id"]):
         return "vpc_id: %r is not a VPC id (vpc-...)" % params["vpc_id"]
     error = network.subnet_ids_error("subnet_ids", params["subnet_ids"])
+    if error:
+        return error
+    error = worker_policy_arns_error(params["worker_policy_arns"], partition_of(resolve_region(params["region"])))
     if error:
         return error
     if params["wait_timeout"] <= 0:
@@ -373,8 +429,10 @@ class Setup:
         stacks = {STACK_BUCKET: bucket_stack}
         stacks[STACK_LAMBDA] = self.ensure_stack(STACK_LAMBDA, templates.lambda_template(),
                                                  {"S3BucketName": bucket})
-        stacks[STACK_PROFILE] = self.ensure_stack(STACK_PROFILE, templates.instance_profile_template(),
-                                                  {"S3BucketName": bucket})
+        stacks[STACK_PROFILE] = self.ensure_stack(
+            STACK_PROFILE, templates.instance_profile_template(self.params["stock_boot_script"],
+                                                               self.params["worker_policy_arns"]),
+            {"S3BucketName": bucket})
         stacks[STACK_SG] = self.ensure_stack(
             STACK_SG, templates.security_group_template(self.params["worker_ingress_cidrs"],
                                                         self.params["worker_ingress_security_group_ids"]),
@@ -493,6 +551,8 @@ class Setup:
             odi_lease_function_arn=setup.get("odi_lease_function_arn"),
             sfr_lease_function_arn=setup.get("sfr_lease_function_arn"),
             instance_profile_arn=setup.get("instance_profile_arn"),
+            job_role_arn=setup.get("job_role_arn"),
+            stock_boot_script=setup.get("stock_boot_script", str(self.params["stock_boot_script"]).lower()) == "true",
             security_group_ids=[setup["security_group_id"]] if setup.get("security_group_id") else [],
             vpc_id=setup.get("vpc_id"),
             subnet_ids=[s for s in (setup.get("subnet_ids") or "").split(",") if s],

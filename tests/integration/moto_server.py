@@ -22,6 +22,11 @@ import urllib.request
 from pathlib import Path
 
 START_TIMEOUT = 30  # seconds to wait for the server to answer
+# moto's Amazon Linux 2 image, which the tests launch from, stands for a worker image the collection
+# built: tagged htcondor-annex:boot-agent=1 (annex_protocol.BOOT_AGENT_IMAGE_TAG), its workers are
+# launched IMDSv2-only. Tests of the stock-script path remove the tag.
+STOCK_AMI = "ami-04681a1dbd79675a5"
+BOOT_AGENT_IMAGE_TAG = {"Key": "htcondor-annex:boot-agent", "Value": "1"}
 STOP_TIMEOUT = 10
 
 
@@ -44,8 +49,9 @@ def _moto_server_binary():
 class MotoServer:
     """``with MotoServer() as moto: moto.url`` — a fresh moto server, killed on exit."""
 
-    def __init__(self, record=False, validate=True, strict_s3=False):
+    def __init__(self, record=False, validate=True, strict_s3=False, boot_agent_images=(STOCK_AMI,)):
         self.record = record
+        self.boot_agent_images = tuple(boot_agent_images)
         self.validate = validate
         # S3 conditional writes atomic, as on S3 (strict_moto.py says why moto's are not)
         self.strict_s3 = strict_s3
@@ -94,6 +100,7 @@ class MotoServer:
                 try:
                     with urllib.request.urlopen(self.url + "/moto-api/", timeout=2) as resp:
                         if resp.status == 200:
+                            self.seed()
                             if self.record:
                                 self.start_recording()
                             return self
@@ -132,10 +139,20 @@ class MotoServer:
             return ""
 
     def reset(self):
-        """Forget every resource of every service (moto's /moto-api/reset)."""
+        """Forget every resource of every service (moto's /moto-api/reset), then seed again."""
         req = urllib.request.Request(self.url + "/moto-api/reset", method="POST")
         with urllib.request.urlopen(req, timeout=30) as resp:
             resp.read()
+        self.seed()
+
+    def seed(self, region="us-east-1"):
+        """Tag boot_agent_images as worker images with the collection's boot agent (not recorded)."""
+        if not self.boot_agent_images:
+            return
+        import boto3  # pylint: disable=import-outside-toplevel
+        ec2 = boto3.client("ec2", region_name=region, endpoint_url=self.url, aws_access_key_id="testing",
+                           aws_secret_access_key="testing")
+        ec2.create_tags(Resources=list(self.boot_agent_images), Tags=[BOOT_AGENT_IMAGE_TAG])
 
     # --- request recording (moto's /moto-api/recorder) -------------------------------------
     def _api(self, path):

@@ -211,7 +211,7 @@ def register_worker_image(ec2, version, arch_source_ami="ami-04681a1dbd79675a5")
     name = f"htcondor-annex-worker-{version}-debian13-x86_64-20250101T000000Z"
     tags = {"htcondor-annex:managed-by": "htcondor.annex", "htcondor-annex:role": "worker-image",
             "htcondor-annex:htcondor-version": version, "htcondor-annex:os": "debian13",
-            "htcondor-annex:htcondor-source": "distro", "Name": name}
+            "htcondor-annex:htcondor-source": "distro", "htcondor-annex:boot-agent": "1", "Name": name}
     image = ec2.create_image(InstanceId=builder, Name=name, TagSpecifications=[{
         "ResourceType": "image", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])["ImageId"]
     ec2.terminate_instances(InstanceIds=[builder])

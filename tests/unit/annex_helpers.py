@@ -121,15 +121,29 @@ class RequestCounter:
         return len([c for c in self.calls if c.startswith(prefix)])
 
 
+STOCK_AMI = "ami-04681a1dbd79675a5"  # an AMI moto knows (Amazon Linux 2)
+
+
+def tag_boot_agent_image(image_id=STOCK_AMI, region=REGION):
+    """Mark an image as running the collection's boot agent (as build_worker_ami.yml tags its
+    images), so launches from it are IMDSv2-only and need no allow_imdsv1."""
+    from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto  # pylint: disable=import-outside-toplevel
+    boto3.client("ec2", region_name=region).create_tags(
+        Resources=[image_id], Tags=[{"Key": proto.BOOT_AGENT_IMAGE_TAG, "Value": proto.BOOT_AGENT_VERSION}])
+    return image_id
+
+
 POOL_PASSWORD = b"\xad\x9e\xdd\x9d\xbb\xd9"  # "s3cret" in HTCondor's pool password format
 
 
 def setup_pool(tmp_path, **launch_args):
     """annex_setup done, a pool password file 0600, and the launch args a master would supply
-    (name, count, password_file, collector_host, owners; launch_args add or override)."""
+    (name, count, password_file, collector_host, owners; launch_args add or override).
+    moto's stock AMI is tagged as a boot-agent image (tag_boot_agent_image)."""
     from ansible_collections.htcondor.annex.plugins.modules import annex_setup  # pylint: disable=import-outside-toplevel
     result = run_module(annex_setup, {})
     assert result["changed"], result
+    tag_boot_agent_image()
     password = tmp_path / "POOL"
     password.write_bytes(POOL_PASSWORD)
     password.chmod(0o600)

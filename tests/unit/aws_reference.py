@@ -249,7 +249,10 @@ def annex_templates():
 
 
 SAMPLE_ARGUMENTS = {"ingress_cidrs": ["203.0.113.7/32", "2001:db8::/64"],
-                    "ingress_group_ids": ["sg-0123456789abcdef0"]}
+                    "ingress_group_ids": ["sg-0123456789abcdef0"],
+                    "stock_boot_script": True,
+                    "worker_policy_arns": ["arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess",
+                                           "arn:aws:iam::123456789012:policy/jwst/ReadMast"]}
 
 
 def rendered_templates():
@@ -391,13 +394,15 @@ STACK_TAGS = {"htcondor-annex:managed-by": "htcondor.annex"}
 
 
 def _trusted_services(template, variables, refs, names):
-    """{role ARN: the service its trust policy names}: what iam:PassRole passes it to."""
+    """{role ARN: the service its trust policy names}: what iam:PassRole passes it to. A role
+    trusted by a role rather than a service (the job role) is never passed: not listed."""
     found = {}
     for logical, resource in template["Resources"].items():
         if resource["Type"] == "AWS::IAM::Role" and logical in names:
             trust = substitute(resource["Properties"]["AssumeRolePolicyDocument"], dict(variables, **refs))
             services = [svc for st in trust["Statement"] for svc in _as_list(st.get("Principal", {}).get("Service"))]
-            found[names[logical][1]] = services[0] if services else None
+            if services:
+                found[names[logical][1]] = services[0]
     return found
 
 

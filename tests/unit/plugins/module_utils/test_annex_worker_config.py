@@ -14,7 +14,7 @@ import uuid
 import boto3
 import pytest
 
-from annex_helpers import REGION, aws_env, moto, run_module  # noqa: F401 pylint: disable=unused-import
+from annex_helpers import REGION, aws_env, moto, run_module, tag_boot_agent_image  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.htcondor.annex.plugins.modules import annex, annex_setup
 
 pytestmark = [pytest.mark.condor, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -34,6 +34,7 @@ def test_worker_config_accepted_by_condor(moto, tmp_path, release, version, iden
     if podman("image", "exists", image).returncode != 0:
         pytest.skip("base image %s not built (sandbox/images/build.sh)" % image)
     setup = run_module(annex_setup, {})
+    tag_boot_agent_image()
     password = tmp_path / "POOL"
     password.write_bytes(b"\xad\x9e\xdd\x9d\xbb\xd9")
     extra = tmp_path / "site.config"

@@ -240,3 +240,13 @@ def test_user_policy_written_for_another_partition(partition):
     text = ref.POLICY_PATH.read_text().replace('"arn:aws:', '"arn:%s:' % partition)
     assert "arn:aws:" not in text
     assert ref.lint_policy(json.loads(text)) == []
+
+
+def test_job_role_is_never_passed_and_trusts_only_the_worker_role(templates):
+    """The job role (worker_policy_arns) is assumed by the worker role, not passed to a service."""
+    profile = templates["instance_profile_template"]
+    trust = profile["Resources"]["JobRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert [s["Principal"] for s in trust] == [{"AWS": {"Fn::GetAtt": ["InstanceConfigurationRole", "Arn"]}}]
+    job_role = "arn:aws:iam::%s:role/HTCondorAnnex-JobRole-us-east-1" % ref.ACCOUNT
+    for service in ("ec2.amazonaws.com", "lambda.amazonaws.com"):
+        assert not ref.allows(ref.shipped_policy(), "iam:PassRole", job_role, {"iam:PassedToService": service})

@@ -113,3 +113,24 @@ def test_lease_of_a_condor_annex_rule(launched):
     assert result["annexes"]["ca1"]["lease_expiration"] == proto.iso8601(1800000000)
     assert result["annexes"]["a1"]["lease_expiration"] == launched["a"]["lease_expiration"]
     assert run_module(annex_info, dict(condor=False, name="ca1"))["annexes"]["ca1"]["lease_expiration"]
+
+
+def test_boot_failures_and_spot_notices_per_worker_and_counted(launched):
+    """What the boot agent records on its own instance (tags), shown per worker and counted, also
+    for workers that have ended (EC2 lists terminated instances for about an hour)."""
+    from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
+    ec2 = boto3.client("ec2", region_name=REGION)
+    failed, noticed, quiet = sorted(launched["a"]["instance_ids"])
+    reason = "config-a1.tar.gz not found in s3://%s after 3 attempts" % launched["setup"]["bucket"]
+    ec2.create_tags(Resources=[failed], Tags=[{"Key": proto.BOOT_FAILURE_TAG, "Value": reason}])
+    ec2.terminate_instances(InstanceIds=[failed])
+    notice = "interruption-terminate 2026-01-01T12:00:00Z"
+    ec2.create_tags(Resources=[noticed], Tags=[{"Key": proto.SPOT_NOTICE_TAG, "Value": notice}])
+    result = run_module(annex_info, dict(condor=False))
+    a1 = result["annexes"]["a1"]
+    assert a1["workers"][failed] == dict(state="terminated", boot_failure=reason, spot_notice=None)
+    assert a1["workers"][noticed] == dict(state="running", boot_failure=None, spot_notice=notice)
+    assert a1["workers"][quiet] == dict(state="running", boot_failure=None, spot_notice=None)
+    assert (a1["boot_failures"], a1["spot_notices"]) == (1, 1)
+    b2 = result["annexes"]["b2"]
+    assert (b2["boot_failures"], b2["spot_notices"]) == (0, 0) and len(b2["workers"]) == 1

@@ -90,9 +90,13 @@ def test_launch_one_call_tags_and_protocol(pool):
         if "IamInstanceProfile" in inst:
             assert inst["IamInstanceProfile"]["Arn"] == pool["setup"]["instance_profile_arn"]
         assert [g["GroupId"] for g in inst["SecurityGroups"]] == pool["setup"]["security_group_ids"]
-        # the stock boot script reads metadata without an IMDSv2 token
-        assert inst["MetadataOptions"]["HttpTokens"] == "optional"
+        assert tags[proto.BUCKET_TAG] == pool["setup"]["bucket"]
+        # an image with the boot agent (tag_boot_agent_image): IMDSv2 only, hop 1, tags in metadata
+        assert inst["MetadataOptions"]["HttpTokens"] == "required"
         assert inst["MetadataOptions"]["HttpEndpoint"] == "enabled"
+        assert inst["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+        assert inst["MetadataOptions"]["InstanceMetadataTags"] == "enabled"
+    assert result["boot_agent"] is True
     assert any("IamInstanceProfile" in i for i in found)
     # one reservation = one RunInstances call for both
     ec2 = boto3.client("ec2", region_name=REGION)
@@ -548,11 +552,12 @@ BAD = [
     ("instance_type_trailing_newline", dict(instance_type="t3.micro\n"), "is not an EC2 instance type"),
     ("unknown_region", dict(region="mars-north-1"), "unknown region"),
     ("missing_ami", dict(ami_id=None), "count needs ami_id"),
-    # issue 15 item 7: what IAM/EC2 refuse, before any call; the module's 3 tags count
+    # issue 15 item 7: what IAM/EC2 refuse, before any call; the module's 4 tags count
     ("tag_key_hash", dict(tags={"team#1": "x"}), "the key contains '#'"),
     ("tag_value_ampersand", dict(tags={"lab": "R&D"}), "the value contains '&'"),
-    ("tags_over_50_with_ours", dict(tags=dict(("k%d" % i, "v") for i in range(48))),
+    ("tags_over_50_with_ours", dict(tags=dict(("k%d" % i, "v") for i in range(47))),
      "51 tags: AWS allows at most 50 per resource"),
+    ("bucket_tag_given", dict(tags={proto.BUCKET_TAG: "x"}), "is set by the module and cannot be given"),
     ("lock_timeout_negative", dict(lock_timeout=-1), "lock_timeout must be 0 to 3600 seconds (got -1)"),
     ("lock_timeout_huge", dict(lock_timeout=3601), "lock_timeout must be 0 to 3600 seconds (got 3601)"),
 ]
@@ -714,3 +719,80 @@ def test_all_annexes_only_with_state_absent(pool):
         result = run_module(annex, args)
         assert result.get("failed") and "all_annexes=true goes with state=absent and no name" in result["msg"], result
     assert "name is required" in run_module(annex, dict(state="absent"))["msg"]
+
+
+# ---------------------------------------------------------------- image kinds (issue 12 item 3)
+def _untag_boot_agent():
+    boto3.client("ec2", region_name=REGION).delete_tags(
+        Resources=[AMI], Tags=[{"Key": proto.BOOT_AGENT_IMAGE_TAG}])
+
+
+def test_image_without_boot_agent_is_refused_before_any_write(pool):
+    _untag_boot_agent()
+    before = inventory()
+    result = launch(pool)
+    assert result.get("failed") and "has no htcondor-annex:boot-agent tag" in result["msg"], result
+    assert "allow_imdsv1=true" in result["msg"] and "SSRF" in result["msg"]
+    assert inventory() == before and lease(pool) is None
+
+
+def test_imdsv1_also_needs_a_setup_for_the_stock_script(pool):
+    _untag_boot_agent()
+    before = inventory()
+    result = launch(pool, allow_imdsv1=True)
+    assert result.get("failed") and "stock_boot_script=true" in result["msg"], result
+    assert inventory() == before
+
+
+def test_imdsv1_launch_when_allowed_and_granted(pool):
+    from ansible_collections.htcondor.annex.plugins.modules import annex_setup
+    assert run_module(annex_setup, dict(stock_boot_script=True))["stock_boot_script"] is True
+    _untag_boot_agent()
+    result = launch(pool, allow_imdsv1=True)
+    assert result["changed"] and result["boot_agent"] is False, result
+    assert "IMDSv1" in result["msg"]
+    for inst in instances():
+        assert inst["MetadataOptions"]["HttpTokens"] == "optional"
+        assert inst["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+
+
+def test_allow_imdsv1_does_not_weaken_a_boot_agent_image(pool):
+    result = launch(pool, allow_imdsv1=True)
+    assert result["boot_agent"] is True
+    assert all(i["MetadataOptions"]["HttpTokens"] == "required" for i in instances())
+
+
+def test_tag_key_metadata_cannot_carry_disables_metadata_tags(pool):
+    result = launch(pool, tags={"lab/group": "jwst"})
+    assert result["changed"] and "lab/group" in result["msg"], result
+    for inst in instances():
+        assert inst["MetadataOptions"]["HttpTokens"] == "required"
+        assert inst["MetadataOptions"]["InstanceMetadataTags"] == "disabled"
+
+
+@pytest.mark.parametrize("key,ok", [("project", True), ("htcondor:AnnexName", True), ("a.b,c=d+e@f-g_h", True),
+                                    ("lab/group", False), ("two words", False), (".", False), ("..", False),
+                                    ("_index", False), ("caf\u00e9", False)])
+def test_metadata_tag_key_rule(key, ok):
+    assert annex.metadata_tag_key_ok(key) is ok
+
+
+def test_given_ami_costs_one_describe_images_when_launching(pool, monkeypatch):
+    import botocore.client
+    names = []
+    original = botocore.client.BaseClient._make_api_call
+
+    def recorded(client, operation_name, api_params):
+        names.append(operation_name)
+        return original(client, operation_name, api_params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", recorded)
+    assert launch(pool)["changed"] is True
+    assert names.count("DescribeImages") == 1, names
+
+
+def test_unknown_ami_refused_before_any_write(pool):
+    before = inventory()
+    result = launch(pool, ami_id="ami-0000000000000dead")
+    assert result.get("failed") and "is not an image available" in result["msg"], result
+    assert inventory() == before

@@ -11,6 +11,7 @@ import pytest
 
 from annex_helpers import REGION, aws_env, inventory, moto, run_module, stack_outputs  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.htcondor.annex.plugins.modules import annex_setup
+from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
 from ansible_collections.htcondor.annex.plugins.module_utils.annex_protocol import STACKS
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -218,3 +219,86 @@ def test_missing_credentials(aws_env, monkeypatch):
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         assert inventory() == before
+
+
+# ---------------------------------------------------------------- the worker role (issue 12)
+def _worker_policy():
+    role = stack_outputs("HTCondorAnnex-InstanceProfile")["InstanceConfigurationRole"]
+    iam = boto3.client("iam", region_name=REGION)
+    names = iam.list_role_policies(RoleName=role)["PolicyNames"]
+    doc = iam.get_role_policy(RoleName=role, PolicyName=names[0])["PolicyDocument"]
+    if isinstance(doc, str):  # moto's CloudFormation stores the inline policy as a Python repr
+        import ast
+        doc = ast.literal_eval(doc)
+    return dict((s["Sid"], s) for s in doc["Statement"])
+
+
+def _profile_template():
+    body = boto3.client("cloudformation", region_name=REGION).get_template(
+        StackName="HTCondorAnnex-InstanceProfile")["TemplateBody"]
+    return json.loads(body) if isinstance(body, str) else body
+
+
+def test_worker_role_grants_the_agent_and_no_introspection_by_default(moto):
+    result = setup()
+    assert result["stock_boot_script"] is False and result["job_role_arn"] is None
+    statements = _worker_policy()
+    assert "BootScriptIntrospection" not in statements and "AssumeJobRole" not in statements
+    actions = set(a for s in statements.values() for a in s["Action"])
+    assert not [a for a in actions if a.startswith("iam:")], actions
+    assert set(statements["AgentFindsItsAnnex"]["Action"]) == {"ec2:DescribeTags", "ec2:DescribeInstances"}
+    tagging = statements["AgentTagsWorkers"]
+    assert tagging["Action"] == ["ec2:CreateTags"]
+    assert tagging["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"] == list(proto.AGENT_SELF_TAGS)
+    assert tagging["Condition"]["ArnEquals"]["ec2:InstanceProfile"] == result["instance_profile_arn"]
+    assert stack_outputs("HTCondorAnnex-InstanceProfile")["StockBootScript"] == "false"
+
+
+def test_stock_boot_script_adds_the_introspection_and_back(moto):
+    assert setup(stock_boot_script=True)["stock_boot_script"] is True
+    assert "iam:GetRolePolicy" in _worker_policy()["BootScriptIntrospection"]["Action"]
+    again = setup(stock_boot_script=False)
+    assert again["changed"] and again["stock_boot_script"] is False
+    # moto's stack update keeps the role's old inline policy: the template CloudFormation applies
+    policy = _profile_template()["Resources"]["InstanceConfigurationRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    assert "BootScriptIntrospection" not in [s["Sid"] for s in policy["Statement"]]
+
+
+def test_worker_policy_arns_make_a_job_role_only_the_worker_role_assumes(moto):
+    arn = "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess"
+    result = setup(worker_policy_arns=[arn])
+    job_role = proto.JOB_ROLE_NAME % REGION
+    assert result["job_role_arn"].endswith(":role/%s" % job_role), result
+    iam = boto3.client("iam", region_name=REGION)
+    # moto's CloudFormation does not attach ManagedPolicyArns: the template it is given
+    template = _profile_template()
+    assert template["Resources"]["JobRole"]["Properties"]["ManagedPolicyArns"] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AmazonS3ReadOnlyAccess"}]
+    trust = iam.get_role(RoleName=job_role)["Role"]["AssumeRolePolicyDocument"]
+    worker_role = stack_outputs("HTCondorAnnex-InstanceProfile")["InstanceConfigurationRole"]
+    principals = [s["Principal"] for s in trust["Statement"]]
+    assert len(principals) == 1 and principals[0]["AWS"].endswith(":role/%s" % worker_role), principals
+    assume = _worker_policy()["AssumeJobRole"]
+    assert assume["Action"] == ["sts:AssumeRole"] and assume["Resource"] == result["job_role_arn"]
+    # the worker role itself gets none of the job's policies
+    assert iam.list_attached_role_policies(RoleName=worker_role)["AttachedPolicies"] == []
+
+
+@pytest.mark.parametrize("arns,message", [
+    (["arn:aws-cn:iam::aws:policy/AmazonS3ReadOnlyAccess"], "not a managed policy ARN of partition aws"),
+    (["arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess\n"], "not a managed policy ARN"),
+    (["arn:aws:iam::aws:role/Admin"], "not a managed policy ARN"),
+    (["arn:aws:iam::12345:policy/x"], "not a managed policy ARN"),
+    (["arn:aws:iam::123456789012:policy/a"] * 2, "listed twice"),
+    (["arn:aws:iam::123456789012:policy/p%d" % i for i in range(21)], "at most 20 managed policies"),
+])
+def test_bad_worker_policy_arns_rejected_before_any_call(moto, arns, message):
+    before = inventory()
+    result = run_module(annex_setup, dict(worker_policy_arns=arns))
+    assert result.get("failed") and message in result["msg"], result
+    assert inventory() == before
+
+
+def test_worker_policy_arns_take_the_region_partition():
+    assert annex_setup.worker_policy_arns_error(["arn:aws-us-gov:iam::aws:policy/ReadOnlyAccess"], "aws-us-gov") is None
+    assert annex_setup.worker_policy_arns_error(["arn:aws:iam::123456789012:policy/path/to/p"], "aws") is None

@@ -35,6 +35,7 @@ def project_tags(version, arch="x86_64", os_name="amazonlinux2023", name=None):
         "htcondor-annex:os": os_name,
         "htcondor-annex:htcondor-source": "uw",
         "htcondor-annex:htcondor-channel": ".".join(version.split(".")[:2]),
+        "htcondor-annex:boot-agent": "1",
         "Name": name,
     }
 
@@ -85,11 +86,14 @@ class Calls:
     def __init__(self, monkeypatch):
         self.names = []
         self.lock = []  # the S3 calls on the annex's launch lock (annex_lock.py), also in names
+        self.images = []  # ImageIds of each DescribeImages by id
         original = botocore.client.BaseClient._make_api_call
-        names, lock = self.names, self.lock
+        names, lock, images = self.names, self.lock, self.images
 
         def recorded(client, operation_name, api_params):
             names.append(operation_name)
+            if operation_name == "DescribeImages" and "ImageIds" in api_params:
+                images.append(list(api_params["ImageIds"]))
             if str(api_params.get("Key", "")).startswith(LOCK_KEY_PREFIX):
                 lock.append(operation_name)
             return original(client, operation_name, api_params)
@@ -308,5 +312,7 @@ def test_given_ami_id_is_used_without_lookup(pool, monkeypatch):
     given = SOURCE_AMI["x86_64"]
     result = launch(pool, ami_id=given)
     assert result["ami_id"] == given and result["ami_source"] == "given" and result["ami_name"] is None, result
-    assert "DescribeImages" not in calls.names and "DescribeInstanceTypes" not in calls.names, calls.names
+    # no lookup; the given image's tags (boot agent or not) are read with one DescribeImages by id
+    assert calls.names.count("DescribeImages") == 1 and "DescribeInstanceTypes" not in calls.names, calls.names
+    assert calls.images == [[given]], calls.images
     assert {i["ImageId"] for i in annex_instances()} == {given}
