@@ -66,15 +66,16 @@ def podman(*args, check=True, timeout=120):
     return res
 
 
-def load_module_util(name):
-    path = os.path.join(HERE, "..", "plugins", "module_utils", name + ".py")
-    spec = importlib.util.spec_from_file_location("sandbox_" + name, path)
+def load_module_util(filename):
+    """A collection module_utils file, loaded by path (the sandbox does not install the collection)."""
+    path = os.path.join(HERE, "..", "plugins", "module_utils", filename)
+    spec = importlib.util.spec_from_file_location("sandbox_" + filename[:-3], path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-proto = load_module_util("annex_protocol")
+proto = load_module_util("annex_protocol.py")
 
 
 def rate_seconds(expr):
@@ -92,7 +93,7 @@ class Agent:
         self.iam = self.session.client("iam")
         self.events = self.session.client("events")
         self.lam = self.session.client("lambda")
-        self.lease_handler = load_module_util("lease_function").handler
+        self.lease_handler = load_module_util("lease_function.py").handler
         self.lease_last = {}
         self.policies_ok = set()
         self.seen = set()  # instances that already had a container: never booted twice
