@@ -62,13 +62,15 @@ def managed_tag_filters(tags=None, *more):
     return dict(("tag:%s" % key, value) for key, value in managed_tags(tags, *more).items())
 
 
-def worker_image_tags(tags=None, name=None, version=None, os=None, source=None, channel=None):
-    """The tags of a worker image, as build_worker_ami.yml puts them and the annex module reads them."""
+def worker_image_tags(tags=None, name=None, version=None, os=None, source=None, channel=None, boot_agent=False):
+    """The tags of a worker image, as build_worker_ami.yml puts them and the annex module reads them;
+    boot_agent: the image runs the collection's worker boot agent (its workers launch IMDSv2-only)."""
     missing = [arg for arg, value in (("name", name), ("version", version), ("os", os),
                                       ("source", source), ("channel", channel)) if not value]
     if missing:
         raise AnsibleFilterError("worker_image_tags: %s must be given" % ", ".join(missing))
-    return managed_tags(tags, {
+    ours = {worker_image.BOOT_AGENT_IMAGE_TAG: worker_image.BOOT_AGENT_VERSION} if boot_agent else {}
+    return managed_tags(tags, ours, {
         worker_image.NAME_KEY: name,
         worker_image.ROLE_KEY: worker_image.ROLE_WORKER_IMAGE,
         worker_image.OS_KEY: os,

@@ -98,7 +98,7 @@ options:
       - An image tagged C(htcondor-annex:boot-agent=1) (the images C(build_worker_ami.yml) builds) runs the
         collection's worker boot agent, and its workers are launched IMDSv2-only (C(HttpTokens=required),
         hop limit 1, instance tags in instance metadata). Any other image boots the stock C(condor-annex-ec2)
-        script, which needs IMDSv1: such a launch needs O(allow_imdsv1=true) and a setup made with
+        script, which needs IMDSv1; such a launch needs O(allow_imdsv1=true) and a setup made with
         C(stock_boot_script=true), else it fails before anything is written. The image's tags are read with one
         C(DescribeImages), only when instances are to be launched.
     type: str
@@ -110,9 +110,9 @@ options:
         server tricked into fetching a URL, SSRF) read the instance role's temporary credentials. Launches with
         it are refused in accounts that enforce IMDSv2.
       - Images with the boot agent never use IMDSv1, whatever this option says.
-      - Spot Fleet launch specifications (O(spot_fleet_config)) cannot set metadata options at all: the image's
-        own default applies (images built by C(build_worker_ami.yml) are registered IMDSv2-only, and their
-        agent speaks IMDSv2, which instance metadata always accepts).
+      - Spot Fleet launch specifications (O(spot_fleet_config)) cannot set metadata options at all, so the image's
+        own default applies; the boot agent of images built by C(build_worker_ami.yml) speaks IMDSv2, which
+        instance metadata always accepts.
     type: bool
     default: false
   duration:

@@ -93,8 +93,8 @@ options:
     default: {}
   stock_boot_script:
     description:
-      - Grant the workers' role what the stock C(condor-annex-ec2) boot script needs to find its annex and bucket:
-        IAM introspection of its own role (C(iam:GetInstanceProfile), C(iam:ListRolePolicies), C(iam:GetRolePolicy),
+      - Grant the workers' role what the stock C(condor-annex-ec2) boot script needs to find its annex and bucket,
+        that is IAM introspection of its own role (C(iam:GetInstanceProfile), C(iam:ListRolePolicies), C(iam:GetRolePolicy),
         C(iam:ListAttachedRolePolicies), C(iam:GetPolicy), C(iam:GetPolicyVersion)) and
         C(ec2:DescribeSpotFleetRequests).
       - Only needed for workers from images without the collection's boot agent (an O(htcondor.annex.annex#module:ami_id)

@@ -38,6 +38,7 @@ STACKS = ("HTCondorAnnex-ConfigurationBucket", "HTCondorAnnex-LambdaFunctions",
           "HTCondorAnnex-InstanceProfile", "HTCondorAnnex-SecurityGroup")
 KEY_PAIR = "HTCondorAnnex-KeyPair"
 ANNEX_TAG = "htcondor:AnnexName"
+STOCK_AMI = "ami-04681a1dbd79675a5"  # moto's Amazon Linux 2: the inventory's htcondor_annex_ami_id
 PLAYBOOK_TIMEOUT = 300
 MODULES = ("annex_setup", "annex", "annex_info")
 
@@ -287,6 +288,12 @@ def test_annex_life_cycle(flow):
         shutdown = ec2.describe_instance_attribute(InstanceId=inst["InstanceId"],
                                                    Attribute="instanceInitiatedShutdownBehavior")
         assert shutdown["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
+        # moto's AMI stands for a boot-agent image (MotoServer seeds the tag): IMDSv2 only
+        assert tags["htcondor-annex:config-bucket"] == bucket, tags
+        options = inst["MetadataOptions"]
+        assert (options["HttpTokens"], options["HttpPutResponseHopLimit"], options["InstanceMetadataTags"]) == \
+            ("required", 1, "enabled"), options
+    assert launch["boot_agent"] is True, launch
     assert any("IamInstanceProfile" in inst for _res, inst in live), "no instance profile"
     user_data = ec2.describe_instance_attribute(InstanceId=live[0][1]["InstanceId"],
                                                 Attribute="userData").get("UserData", {})
@@ -444,9 +451,34 @@ def test_own_vpc_workers_land_only_there(flow):
     groups = {g["GroupId"] for _res, inst in live for g in inst["SecurityGroups"]}
     assert groups == set(setup["security_group_ids"])
     assert {g["VpcId"] for g in ec2.describe_security_groups(GroupIds=sorted(groups))["SecurityGroups"]} == {vpc}
+    assert_foreign_image_needs_imdsv1_and_a_stock_setup(flow, vpc)
     run = flow.playbook("teardown.yml", "confirm=yes")
-    assert not flow.instances("OwnVpc")
+    assert not flow.instances("OwnVpc") and not flow.instances("Foreign")
     assert_nothing_left(flow, setup["bucket"])
+
+
+def assert_foreign_image_needs_imdsv1_and_a_stock_setup(flow, vpc):
+    """An image without the boot agent (stock condor-annex-ec2): refused before any write, then
+    refused for the setup (no introspection for the stock script), then launched with IMDSv1."""
+    ec2 = flow.client("ec2")
+    stock = {"Key": "htcondor-annex:boot-agent", "Value": "1"}
+    ec2.delete_tags(Resources=[STOCK_AMI], Tags=[{"Key": stock["Key"]}])
+    try:
+        start = ("annex_start.yml", "annex_name=Foreign", "count=1", f"ami_id={STOCK_AMI}")
+        res = flow.playbook(*start, rc=2).result("Launch annex Foreign")
+        assert res["failed"] and "has no htcondor-annex:boot-agent tag" in res["msg"], res
+        res = flow.playbook(*start, "htcondor_annex_allow_imdsv1=true", rc=2).result("Launch annex Foreign")
+        assert res["failed"] and "stock_boot_script=true" in res["msg"], res
+        assert not flow.instances("Foreign")
+        run = flow.playbook("playbooks/annex_setup.yml", json.dumps({"htcondor_annex_vpc_id": vpc,
+                                                                     "htcondor_annex_stock_boot_script": True}))
+        assert run.result("Create or update the HTCondorAnnex-* stacks")["stock_boot_script"] is True
+        run = flow.playbook(*start, "htcondor_annex_allow_imdsv1=true")
+        assert run.result("Launch annex")["boot_agent"] is False
+        live = flow.instances("Foreign")
+        assert [inst["MetadataOptions"]["HttpTokens"] for _res, inst in live] == ["optional"], live
+    finally:
+        ec2.create_tags(Resources=[STOCK_AMI], Tags=[stock])
 
 
 def _epoch(value):

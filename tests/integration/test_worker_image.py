@@ -208,8 +208,10 @@ def test_build_reuse_rebuild(image_flow):
     assert "shutdown -h +120" in base64.b64decode(user_data["UserData"]["Value"]).decode()
     everything_cleaned(flow)
     # the role really ran on the builder
-    enabled = podman("exec", CONTAINER, "systemctl", "is-enabled", "condor-annex-ec2", "condor", check=False)
-    assert enabled.stdout.split() == ["enabled", "enabled"], enabled.stdout + enabled.stderr
+    enabled = podman("exec", CONTAINER, "systemctl", "is-enabled", "htcondor-annex-agent", "htcondor-annex-watch",
+                     "condor", "condor-annex-ec2", check=False)
+    # the collection's boot agent replaces the stock script, whose unit is masked
+    assert enabled.stdout.split() == ["enabled", "enabled", "enabled", "masked"], enabled.stdout + enabled.stderr
 
     # a second run reuses the image: nothing launched, nothing changed
     builders = len(flow.builders())

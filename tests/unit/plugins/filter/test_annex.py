@@ -94,3 +94,12 @@ def test_every_filter_is_documented():
         assert doc["EXAMPLES"] and doc["RETURN"]["_value"]
     documented = {p.stem for p in FILTER_DIR.glob("*.yml")}
     assert documented == names
+
+
+def test_worker_image_tags_mark_a_boot_agent_image():
+    from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
+    parts = dict(name="img", version="25.0.3", os="debian13", source="uw", channel="25.0")
+    tags = filters.worker_image_tags({}, boot_agent=True, **parts)
+    assert tags[proto.BOOT_AGENT_IMAGE_TAG] == proto.BOOT_AGENT_VERSION
+    assert worker_image.boot_agent(tags) is True
+    assert proto.BOOT_AGENT_IMAGE_TAG not in filters.worker_image_tags({}, **parts)

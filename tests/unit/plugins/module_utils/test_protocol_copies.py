@@ -70,3 +70,19 @@ def test_sandbox_agent_constants_match_the_protocol():
     # and runs the deployed lease function itself, not a copy
     assert "lease_function.py" in AGENT.read_text()
     assert Path(lease_function.__file__).name == "lease_function.py"
+
+
+WORKER_AGENT = REPO / "roles" / "condor_worker" / "files" / "htcondor-annex-agent"
+WORKER_AGENT_COPIES = ("ANNEX_NAME_TAG", "BUCKET_TAG", "BOOT_FAILURE_TAG", "SPOT_NOTICE_TAG", "SPOT_NOTICE_ATTR",
+                       "JOB_ROLE_NAME", "TARBALL_PREFIX", "TARBALL_SUFFIX")
+
+
+def test_worker_agent_constants_match_the_protocol():
+    values = constants(WORKER_AGENT)
+    for name in WORKER_AGENT_COPIES:
+        assert values[name] == getattr(proto, name), name
+
+
+def test_worker_agent_has_no_other_literal_copies():
+    for name in WORKER_AGENT_COPIES:
+        assert len(literal_uses(WORKER_AGENT, getattr(proto, name))) == 1, name

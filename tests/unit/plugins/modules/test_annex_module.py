@@ -456,9 +456,9 @@ def test_a_lease_less_tarball_of_live_workers_is_repaired(pool):
     assert lease(pool) == (8.0, _epoch(result["lease_expiration"]))
 
 
-def test_same_count_rerun_makes_at_most_two_calls(pool, monkeypatch):
+def record_calls(monkeypatch):
+    """The names of the AWS operations made from now on (botocore's API call entry point)."""
     import botocore.client
-    launch(pool)
     names = []
     original = botocore.client.BaseClient._make_api_call
 
@@ -467,6 +467,12 @@ def test_same_count_rerun_makes_at_most_two_calls(pool, monkeypatch):
         return original(client, operation_name, api_params)
 
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", recorded)
+    return names
+
+
+def test_same_count_rerun_makes_at_most_two_calls(pool, monkeypatch):
+    launch(pool)
+    names = record_calls(monkeypatch)
     assert launch(pool)["changed"] is False
     assert sorted(names) == ["DescribeInstances", "HeadObject"], names
 
@@ -778,15 +784,7 @@ def test_metadata_tag_key_rule(key, ok):
 
 
 def test_given_ami_costs_one_describe_images_when_launching(pool, monkeypatch):
-    import botocore.client
-    names = []
-    original = botocore.client.BaseClient._make_api_call
-
-    def recorded(client, operation_name, api_params):
-        names.append(operation_name)
-        return original(client, operation_name, api_params)
-
-    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", recorded)
+    names = record_calls(monkeypatch)
     assert launch(pool)["changed"] is True
     assert names.count("DescribeImages") == 1, names
 

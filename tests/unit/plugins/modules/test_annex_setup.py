@@ -71,8 +71,8 @@ def test_ingress_change_updates_stack(moto):
     assert setup(worker_ingress_cidrs=["203.0.113.7/32"])["changed"] is False
 
 
-def test_instance_profile_policy_matches_protocol(moto):
-    result = setup()
+def worker_policy_document():
+    """The worker role's inline policy as IAM has it."""
     role = stack_outputs("HTCondorAnnex-InstanceProfile")["InstanceConfigurationRole"]
     iam = boto3.client("iam", region_name=REGION)
     names = iam.list_role_policies(RoleName=role)["PolicyNames"]
@@ -80,6 +80,12 @@ def test_instance_profile_policy_matches_protocol(moto):
     if isinstance(doc, str):  # moto's CloudFormation stores the inline policy as a Python repr
         import ast
         doc = ast.literal_eval(doc)
+    return doc
+
+
+def test_instance_profile_policy_matches_protocol(moto):
+    result = setup()
+    doc = worker_policy_document()
     resources = [s["Resource"] for s in doc["Statement"] if "s3:GetObject" in s["Action"]]
     assert resources == ["arn:aws:s3:::%s/config-*.tar.gz" % result["bucket"]]
 
@@ -223,14 +229,7 @@ def test_missing_credentials(aws_env, monkeypatch):
 
 # ---------------------------------------------------------------- the worker role (issue 12)
 def _worker_policy():
-    role = stack_outputs("HTCondorAnnex-InstanceProfile")["InstanceConfigurationRole"]
-    iam = boto3.client("iam", region_name=REGION)
-    names = iam.list_role_policies(RoleName=role)["PolicyNames"]
-    doc = iam.get_role_policy(RoleName=role, PolicyName=names[0])["PolicyDocument"]
-    if isinstance(doc, str):  # moto's CloudFormation stores the inline policy as a Python repr
-        import ast
-        doc = ast.literal_eval(doc)
-    return dict((s["Sid"], s) for s in doc["Statement"])
+    return dict((s["Sid"], s) for s in worker_policy_document()["Statement"])
 
 
 def _profile_template():
