@@ -146,10 +146,9 @@ def test_annex_and_bucket_from_describe_tags(tmp_path):
 
 def test_annex_from_client_token_when_untagged(tmp_path):
     token = proto.client_token("tokenannex")
-    aws = FakeAws({("ec2", "describe-tags"): {"Tags": [
-                       {"Key": proto.BUCKET_TAG, "ResourceId": IID, "ResourceType": "instance", "Value": "b3"}]},
-                   ("ec2", "describe-instances"): {"Reservations": [{"Instances": [
-                       {"InstanceId": IID, "ClientToken": token}]}]}})
+    tags = {"Tags": [{"Key": proto.BUCKET_TAG, "ResourceId": IID, "ResourceType": "instance", "Value": "b3"}]}
+    instances = {"Reservations": [{"Instances": [{"InstanceId": IID, "ClientToken": token}]}]}
+    aws = FakeAws({("ec2", "describe-tags"): tags, ("ec2", "describe-instances"): instances})
     worker = make_agent(tmp_path, imds=metadata(tags=False), aws=aws)
     worker.read_instance()
     worker.instance_tags()
@@ -176,7 +175,7 @@ def test_boot_installs_the_config_d_files_and_writes_the_instance_config(tmp_pat
     assert oct((config_d / proto.PASSWORD_FILE).stat().st_mode & 0o777) == "0o600"
     assert not (tmp_path / "etc" / "condor" / proto.CONFIG_FILE).exists()  # top-level copies skipped
     instance = (config_d / agent.INSTANCE_CONFIG).read_text()
-    assert "# Fetched 'config-myannex.tar.gz' from 's3://annex-bucket'." in instance
+    assert "# Fetched 'config-myannex.tar.gz' from 's3://annex-bucket/config-myannex.tar.gz'." in instance
     assert "EC2PublicIP = 3.90.1.2" in instance and 'EC2InstanceID = "%s"' % IID in instance
     get = worker.aws.ops("s3api", "get-object")[0]
     assert get[get.index("--key") + 1] == "config-myannex.tar.gz" and get[get.index("--bucket") + 1] == "annex-bucket"
@@ -205,7 +204,7 @@ def test_malicious_members_are_refused(tmp_path):
     path = tmp_path / "t.tar.gz"
     path.write_bytes(malicious_tarball())
     with tarfile.open(path) as tar:
-        assert [rel for _, rel in agent.safe_members(tar.getmembers())] == ["config.d/good.config"]
+        assert [rel for member, rel in agent.safe_members(tar.getmembers())] == ["config.d/good.config"]
     worker = make_agent(tmp_path / "root")
     assert worker.install_tarball(str(path)) == ["config.d/good.config"]
     found = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file() or p.is_symlink())
