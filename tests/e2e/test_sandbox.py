@@ -113,8 +113,9 @@ def annex_info(env):
     args = {"region": "us-east-1", "endpoint_url": MOTO, "access_key_file": "~/.condor/publicKeyFile",
             "secret_key_file": "~/.condor/privateKeyFile"}
     res = run([os.path.join(os.path.dirname(sys.executable), "ansible"), "master", "-b", "--become-user", "ec2-user",
-               "-m", "htcondor.annex.annex_info", "-a", json.dumps(args)], env=env, timeout=120)
-    return json.loads(res.stdout[res.stdout.index("{"):])
+               "-m", "htcondor.annex.annex_info", "-a", json.dumps(args)],
+              env=dict(env, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json"), timeout=120)
+    return json.loads(res.stdout)["plays"][0]["tasks"][0]["hosts"][MASTER]
 
 
 def agent_time(log, prefix):
