@@ -316,3 +316,20 @@ def test_given_ami_id_is_used_without_lookup(pool, monkeypatch):
     assert calls.names.count("DescribeImages") == 1 and "DescribeInstanceTypes" not in calls.names, calls.names
     assert calls.images == [[given]], calls.images
     assert {i["ImageId"] for i in annex_instances()} == {given}
+
+
+def test_looked_up_image_without_the_boot_agent_is_refused_before_any_write(pool):
+    """A project image built without the agent (htcondor_worker_boot_agent false, or before it
+    existed) boots the stock script: the same refusal as for a given ami_id."""
+    image = build_image("25.0.1", hours=1, drop=["htcondor-annex:boot-agent"])
+    before = inventory()
+    result = launch(pool)
+    assert result.get("failed") and "image %s has no htcondor-annex:boot-agent tag" % image in result["msg"], result
+    assert inventory() == before
+
+
+def test_looked_up_boot_agent_image_is_launched_imdsv2_only(pool):
+    build_image("25.0.1", hours=1)
+    result = launch(pool)
+    assert result["boot_agent"] is True and result["ami_source"] == "newest project worker image", result
+    assert {i["MetadataOptions"]["HttpTokens"] for i in annex_instances()} == {"required"}
