@@ -15,6 +15,14 @@ loop is bounded (--max-seconds, and it exits when moto stays unreachable). Each 
   rule and condor_annex's per-annex rules -> the lease function handler
   (plugins/module_utils/lease_function.py) is called in-process on the rule's schedule, with the
   function's environment and a context naming it, as Lambda calls it.
+Which boot agent a worker runs follows its AMI, as on EC2: an AMI tagged htcondor-annex:boot-agent
+boots the collection's agent (the image as the condor_worker role built it); any other AMI (the
+"stock boot script" AMI register_ami.yml adds for the same container image) boots the stock
+condor-annex-ec2 script, with the agent's units masked.
+
+`agent.py notice --instance i-... [--rebalance]` posts a Spot interruption notice (or a rebalance
+recommendation) to that worker's instance metadata, as EC2 does two minutes before it reclaims a
+Spot instance.
 """
 import argparse
 import ast
@@ -39,6 +47,11 @@ IP_LABEL = "htcondor-annex-sandbox.ip"
 PREFIX = "htcondor-annex-sandbox-worker-"
 HERE = os.path.dirname(os.path.abspath(__file__))
 STOP = []
+STATE_DIR = "/etc/htcondor-annex-sandbox"  # in the worker container; sandbox/imds.py reads it
+NOTICE_FILES = {"interruption": "spot-instance-action.json", "rebalance": "rebalance.json"}
+STOCK_UNIT = "condor-annex-ec2.service"
+AGENT_UNITS = ("htcondor-annex-agent.service", "htcondor-annex-watch.service")
+AGENT_SETTINGS = "/etc/htcondor-annex/agent.json"
 
 
 def log(msg):
@@ -53,12 +66,16 @@ def podman(*args, check=True, timeout=120):
     return res
 
 
-def load_lease_handler():
-    path = os.path.join(HERE, "..", "plugins", "module_utils", "lease_function.py")
-    spec = importlib.util.spec_from_file_location("sandbox_lease_function", path)
+def load_module_util(filename):
+    """A collection module_utils file, loaded by path (the sandbox does not install the collection)."""
+    path = os.path.join(HERE, "..", "plugins", "module_utils", filename)
+    spec = importlib.util.spec_from_file_location("sandbox_" + filename[:-3], path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.handler
+    return mod
+
+
+proto = load_module_util("annex_protocol.py")
 
 
 def rate_seconds(expr):
@@ -76,10 +93,11 @@ class Agent:
         self.iam = self.session.client("iam")
         self.events = self.session.client("events")
         self.lam = self.session.client("lambda")
-        self.lease_handler = load_lease_handler()
+        self.lease_handler = load_module_util("lease_function.py").handler
         self.lease_last = {}
         self.policies_ok = set()
         self.seen = set()  # instances that already had a container: never booted twice
+        self.image_agent = {}  # AMI id -> runs the collection's boot agent (tagged so)
         self.cgroup2 = opts.suite == "sid" and subprocess.run(
             ["stat", "-fc", "%T", "/sys/fs/cgroup"], capture_output=True, text=True, check=False).stdout.strip() != "cgroup2fs"
 
@@ -115,6 +133,17 @@ class Agent:
                         inst["IamInstanceProfile"] = profiles[0]
                     out[inst["InstanceId"]] = inst
         return out
+
+    def boots_agent(self, ami):
+        """True when the AMI carries the collection's boot-agent tag (as annex.py decides)."""
+        if ami not in self.image_agent:
+            try:
+                images = self.ec2.describe_images(ImageIds=[ami])["Images"] if ami else []
+            except botocore.exceptions.ClientError:  # deregistered meanwhile: boots as a foreign image
+                images = []
+            tags = {t["Key"]: t["Value"] for img in images for t in img.get("Tags", [])}
+            self.image_agent[ami] = proto.BOOT_AGENT_IMAGE_TAG in tags
+        return self.image_agent[ami]
 
     def role_of(self, profile_arn):
         name = profile_arn.rsplit("/", 1)[-1]
@@ -154,6 +183,9 @@ class Agent:
             "instance_profile_arn": profile,
             "instance_profile_id": (inst.get("IamInstanceProfile") or {}).get("Id", ""),
             "role_name": self.role_of(profile) if profile else "",
+            "tags": {t["Key"]: t["Value"] for t in inst.get("Tags", [])},
+            "metadata_options": inst.get("MetadataOptions", {}),
+            "boot_agent": self.boots_agent(inst.get("ImageId", "")),
         }
         args = ["create", "--name", name, "--hostname", info["hostname"].split(".")[0],
                 "--network", self.o.network, "--ip", ip, "--runtime", "runc",
@@ -172,7 +204,7 @@ class Agent:
         podman(*(args + [self.o.image, "/sbin/init"]))
         tree = tempfile.mkdtemp(prefix="sandbox-worker-")
         try:
-            self.write_overlay(tree, info)
+            self.write_overlay(tree, info, self.agent_settings(name) if info["boot_agent"] else None)
             podman("cp", tree + "/.", name + ":/")
         finally:
             shutil.rmtree(tree, ignore_errors=True)
@@ -183,27 +215,60 @@ class Agent:
                        check=True, capture_output=True, timeout=30)
         used_ips.add(ip)
         self.seen.add(iid)
-        log("%s: started worker container %s at %s (profile %s)" % (iid, name, ip, profile or "none"))
+        log("%s: started worker container %s at %s (profile %s, %s, IMDS HttpTokens %s)" % (
+            iid, name, ip, profile or "none", "boot agent" if info["boot_agent"] else "stock boot script",
+            info["metadata_options"].get("HttpTokens", "optional")))
 
-    def write_overlay(self, tree, info):
+    def agent_settings(self, name):
+        """The image's agent settings with the sandbox's boot budget, when --boot-budget is set
+        (so a test sees a worker give up within a minute); None keeps the image's file."""
+        if not self.o.boot_budget:
+            return None
+        with tempfile.TemporaryDirectory(prefix="sandbox-agent-json-") as tmp:
+            res = podman("cp", "%s:%s" % (name, AGENT_SETTINGS), tmp + "/agent.json", check=False)
+            settings = {}
+            if res.returncode == 0:
+                with open(tmp + "/agent.json") as f:
+                    settings = json.load(f)
+        settings["boot_budget_seconds"] = self.o.boot_budget
+        return settings
+
+    def write_overlay(self, tree, info, agent_settings=None):
         def put(path, text, mode=0o644):
             full = os.path.join(tree, path.lstrip("/"))
             os.makedirs(os.path.dirname(full), exist_ok=True)
             with open(full, "w") as f:
                 f.write(text)
             os.chmod(full, mode)
+
+        def link(path, target):
+            full = os.path.join(tree, path.lstrip("/"))
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            os.symlink(target, full)
         with open(os.path.join(HERE, "imds.py")) as f:
             put("/usr/local/libexec/htcondor-annex-sandbox-imds", f.read(), 0o755)
-        put("/etc/htcondor-annex-sandbox/instance.json", json.dumps(info, indent=1))
+        put(STATE_DIR + "/instance.json", json.dumps(info, indent=1))
+        boot_units = (STOCK_UNIT,) + AGENT_UNITS
         put("/etc/systemd/system/htcondor-annex-sandbox-imds.service", (
             "[Unit]\nDescription=Sandbox instance metadata service (169.254.169.254)\n"
-            "Before=condor-annex-ec2.service condor.service\n\n"
+            "Before=%s condor.service\n\n"
             "[Service]\nType=notify\nNotifyAccess=main\n"
-            "ExecStart=/usr/bin/python3 /usr/local/libexec/htcondor-annex-sandbox-imds\n"))
-        # The stock boot script runs unchanged: it only gets moto as its AWS endpoint.
-        put("/etc/systemd/system/condor-annex-ec2.service.d/50-sandbox.conf", (
-            "[Unit]\nRequires=htcondor-annex-sandbox-imds.service\nAfter=htcondor-annex-sandbox-imds.service\n\n"
-            "[Service]\nEnvironment=AWS_ENDPOINT_URL=%s\n" % self.o.endpoint))
+            "ExecStart=/usr/bin/python3 /usr/local/libexec/htcondor-annex-sandbox-imds\n" % " ".join(boot_units)))
+        # Both boot agents run unchanged: they only get moto as their AWS endpoint.
+        for unit in boot_units:
+            put("/etc/systemd/system/%s.d/50-sandbox.conf" % unit, (
+                "[Unit]\nRequires=htcondor-annex-sandbox-imds.service\nAfter=htcondor-annex-sandbox-imds.service\n\n"
+                "[Service]\nEnvironment=AWS_ENDPOINT_URL=%s\n" % self.o.endpoint))
+        if not info["boot_agent"]:
+            # A foreign ("stock boot script") AMI: the stock script boots, the agent does not.
+            # (podman cp replaces the image's /dev/null mask link by these links.)
+            for unit in AGENT_UNITS:
+                link("/etc/systemd/system/" + unit, "/dev/null")
+            stock = "/usr/lib/systemd/system/" + STOCK_UNIT
+            link("/etc/systemd/system/" + STOCK_UNIT, stock)
+            link("/etc/systemd/system/multi-user.target.wants/" + STOCK_UNIT, stock)
+        elif agent_settings is not None:
+            put(AGENT_SETTINGS, json.dumps(agent_settings, indent=1) + "\n")
         put("/etc/systemd/system/condor.service.d/50-sandbox.conf", (
             "[Unit]\nWants=htcondor-annex-sandbox-imds.service\n"))
         # What a container cannot do that an EC2 instance can (no ecryptfs, no mount namespaces).
@@ -302,7 +367,42 @@ class LambdaContext:
         self.invoked_function_arn = arn
 
 
+def post_notice(argv):
+    """Post a Spot notice to a worker: write the file sandbox/imds.py serves at
+    spot/instance-action (or events/recommendations/rebalance) into its container, in AWS's format."""
+    p = argparse.ArgumentParser(prog="agent.py notice", description=" ".join(post_notice.__doc__.split()))
+    p.add_argument("--instance", required=True, help="instance id (its worker container must be running)")
+    p.add_argument("--rebalance", action="store_true", help="a rebalance recommendation instead of an interruption")
+    p.add_argument("--action", default="terminate", choices=["terminate", "stop", "hibernate"])
+    p.add_argument("--seconds", type=int, default=120, help="time until the interruption (EC2: 120)")
+    p.add_argument("--clear", action="store_true", help="remove the notice (404 again)")
+    opts = p.parse_args(argv)
+    if not re.match(r"^i-[0-9a-f]+$", opts.instance):
+        p.error("--instance must be an instance id (i-...)")
+    kind = "rebalance" if opts.rebalance else "interruption"
+    path = "%s/%s" % (STATE_DIR, NOTICE_FILES[kind])
+    name = PREFIX + opts.instance
+    if opts.clear:
+        podman("exec", name, "rm", "-f", path)
+        log("%s: %s notice cleared" % (opts.instance, kind))
+        return 0
+    now = time.time()
+    if opts.rebalance:
+        notice = {"noticeTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
+    else:
+        notice = {"action": opts.action, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + opts.seconds))}
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump(notice, f)
+        f.flush()
+        os.chmod(f.name, 0o644)
+        podman("cp", f.name, "%s:%s" % (name, path))
+    log("%s: posted %s notice %s" % (opts.instance, kind, json.dumps(notice)))
+    return 0
+
+
 def main():
+    if sys.argv[1:2] == ["notice"]:
+        return post_notice(sys.argv[2:])
     p = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     p.add_argument("--endpoint", required=True)
     p.add_argument("--region", default="us-east-1")
@@ -318,6 +418,8 @@ def main():
     p.add_argument("--poll", type=float, default=2.0)
     p.add_argument("--lease-seconds", type=int, default=0)
     p.add_argument("--max-seconds", type=int, default=43200)
+    p.add_argument("--boot-budget", type=int, default=0,
+                   help="boot agent's retry budget in seconds for workers (0: the image's setting)")
     opts = p.parse_args()
     if not re.match(r"^http://[0-9.]+:[0-9]+/?$", opts.endpoint):
         p.error("--endpoint must be the sandbox's moto URL (http://ADDRESS:PORT)")

@@ -1,14 +1,21 @@
 # Copyright: htcondor.annex contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""End-to-end: the README's three commands against the local sandbox (issue 4, points 1-6).
+"""End-to-end: the README's three commands against the local sandbox (issue 4, points 1-6;
+issue 12: the collection's worker boot agent).
 
 For Debian trixie (HTCondor 23.9.6) and sid (25.14.1): site.yml builds the master container,
-moto and the worker image (made by the condor_worker role); annex_start.yml -e count=2 launches
-two instances that boot as containers, run the stock condor-annex-ec2 boot script against the
-sandbox's metadata service and moto, and join; five +MayUseAWS sleep jobs run on annex slots, a
-job without MayUseAWS does not match them; idle workers halt and end terminated; a short lease
-ends a busy worker; teardown.yml leaves no container, network or moto behind.
-Run: pytest -m sandbox tests/e2e (about 7 minutes per suite on 2 cores, image cache warm).
+moto and the worker image (made by the condor_worker role: the collection's boot agent enabled,
+the stock condor-annex-ec2 unit masked); annex_start.yml -e count=2 launches two instances that
+boot as containers, run the boot agent against the sandbox's metadata service (IMDSv2 only:
+tokenless requests get 401) and moto, and join; five +MayUseAWS sleep jobs run on annex slots, a
+job without MayUseAWS does not match them; a Spot interruption notice posted to the worker running
+a longer job vacates it, the job completes on the other worker, the machine ad and annex_info show
+the notice; a worker whose tarball is missing gives up within its boot budget (60 s here), halts,
+ends terminated and annex_info shows why; (trixie only) a worker from a foreign "stock boot
+script" AMI (allow_imdsv1, a setup with stock_boot_script) boots condor-annex-ec2 and joins; idle
+workers halt and end terminated; a short lease ends a busy worker; teardown.yml leaves no
+container, network or moto behind.
+Run: pytest -m sandbox tests/e2e (about 8 minutes per suite on 2 cores, image cache warm).
 """
 import json
 import os
@@ -25,6 +32,9 @@ MASTER = "htcondor-annex-sandbox-master"
 NETWORK = "htcondor-annex-sandbox"
 LABEL = "label=htcondor-annex-sandbox"
 GATEWAY_MOTO = "moto_serve[r] -H 10.77.31.1"
+MOTO = "http://10.77.31.1:5055"
+WORKER_PREFIX = "htcondor-annex-sandbox-worker-"
+BOOT_BUDGET = 60  # sandbox_boot_budget_seconds: a worker without its tarball gives up within it
 
 
 def run(cmd, env=None, timeout=900, check=True):
@@ -71,6 +81,67 @@ def worker_containers():
     return {c["Labels"]["htcondor-annex-sandbox.instance"]: c["State"] for c in json.loads(out or "[]")}
 
 
+def host_of(slot):
+    """'slot1_1@ip-10-77-31-100.ec2.internal' -> 'ip-10-77-31-100'."""
+    return slot.split("@")[-1].split(".")[0]
+
+
+def instance_of_host(host):
+    """'slot1_1@ip-10-77-31-100' -> the instance id of that worker container (by its address)."""
+    out = run(["podman", "ps", "--filter", "label=htcondor-annex-sandbox=worker", "--format", "json"]).stdout
+    for c in json.loads(out or "[]"):
+        if "ip-" + c["Labels"]["htcondor-annex-sandbox.ip"].replace(".", "-") == host_of(host):
+            return c["Labels"]["htcondor-annex-sandbox.instance"]
+    return None
+
+
+def in_worker(iid, script, check=True):
+    return run(["podman", "exec", WORKER_PREFIX + iid, "sh", "-c", script], timeout=60, check=check)
+
+
+def imds_answers(iid):
+    """HTTP codes of a tokenless (IMDSv1) and a token (IMDSv2) request from inside the worker."""
+    script = ("v1=$(curl -s -o /dev/null -w '%{http_code}' http://169.254.169.254/latest/meta-data/instance-id);"
+              " t=$(curl -s -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token);"
+              " v2=$(curl -s -o /dev/null -w '%{http_code}' -H \"X-aws-ec2-metadata-token: $t\""
+              " http://169.254.169.254/latest/meta-data/instance-id); echo $v1 $v2")
+    return in_worker(iid, script).stdout.split()
+
+
+def annex_info(env):
+    """htcondor.annex.annex_info on the master (the annex user's keys), all annexes."""
+    args = {"region": "us-east-1", "endpoint_url": MOTO, "access_key_file": "~/.condor/publicKeyFile",
+            "secret_key_file": "~/.condor/privateKeyFile"}
+    res = run([os.path.join(os.path.dirname(sys.executable), "ansible"), "master", "-b", "--become-user", "ec2-user",
+               "-m", "htcondor.annex.annex_info", "-a", json.dumps(args)],
+              env=dict(env, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json"), timeout=120)
+    return json.loads(res.stdout)["plays"][0]["tasks"][0]["hosts"][MASTER]
+
+
+def agent_time(log, prefix):
+    """Epoch seconds of the agent.log line (sandbox/agent.py's log()) with that text after the time."""
+    for line in log.splitlines():
+        stamp, _, text = line.partition(" ")
+        if text.startswith(prefix):
+            return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
+    pytest.fail("no agent.log line %r" % prefix)
+    return None
+
+
+def delete_tarball(annex):
+    """Remove config-<annex>.tar.gz from moto's S3 (a worker of that annex then cannot boot)."""
+    import boto3  # pylint: disable=import-outside-toplevel
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=MOTO, aws_access_key_id="sandbox-not-a-real-key",
+                      aws_secret_access_key="sandbox-not-a-real-secret")
+    key = "config-%s.tar.gz" % annex
+    for bucket in s3.list_buckets()["Buckets"]:
+        if s3.list_objects_v2(Bucket=bucket["Name"], Prefix=key).get("KeyCount"):
+            s3.delete_object(Bucket=bucket["Name"], Key=key)
+            return bucket["Name"]
+    pytest.fail("no bucket holds %s" % key)
+    return None
+
+
 def instance_states(annex):
     """Instance states in moto, asked from the master with the annex user's keys."""
     script = ("import boto3,json;e=boto3.client('ec2',region_name='us-east-1',endpoint_url='http://10.77.31.1:5055',"
@@ -87,10 +158,13 @@ def annex_slots(annex):
 
 
 def check_worker_image(suite):
-    """Issue 6: the role's image holds the stock boot script, HTCondor and the AWS CLI, enabled,
+    """Issue 6: the role's image holds HTCondor, the AWS CLI and (issue 12) the collection's boot
+    agent, enabled, with the stock boot script present for foreign-image use but its unit masked,
     and nothing instance-specific or secret."""
     script = (
-        "set -e; systemctl is-enabled condor-annex-ec2 condor; test -x /usr/libexec/condor/condor-annex-ec2;"
+        "set -e; systemctl is-enabled htcondor-annex-agent htcondor-annex-watch condor;"
+        " test \"$(systemctl is-enabled condor-annex-ec2 || true)\" = masked;"
+        " test -x /usr/libexec/htcondor-annex/agent; test -x /usr/libexec/condor/condor-annex-ec2;"
         " test -x /usr/bin/aws; test -x /usr/bin/curl; condor_version | head -1;"
         " test ! -e /etc/condor/config.d/49ec2-instance.config; test ! -e /etc/condor/passwords.d/POOL;"
         " test -z \"$(find /etc/condor/passwords.d /etc/condor/tokens.d -mindepth 1 2>/dev/null)\";"
@@ -99,7 +173,7 @@ def check_worker_image(suite):
         " test ! -e /root/.bash_history; test ! -e /usr/sbin/policy-rc.d; echo image-ok")
     out = run(["podman", "run", "--rm", "--runtime", "runc", "--network", "none",
                "localhost/htcondor-annex-worker:%s" % suite, "sh", "-c", script]).stdout
-    assert "image-ok" in out and "enabled" in out, out
+    assert "image-ok" in out and out.split().count("enabled") == 3, out
     return out
 
 
@@ -113,14 +187,20 @@ def test_sandbox_flow(repo, ansible_env, suite, version, tmp_path):
     t0 = time.monotonic()
     try:
         # 1. site.yml: master container (real roles over the podman connection), moto, worker image.
+        # trixie also proves the foreign-image path: the setup grants the stock script what it needs
+        stock = suite == "trixie"
         res, timings["site.yml"] = playbook(repo, env, "site.yml", "-e", "sandbox_suite=" + suite,
-                                            "-e", "sandbox_lease_check_seconds=5", timeout=1500)
+                                            "-e", "sandbox_lease_check_seconds=5",
+                                            "-e", "sandbox_boot_budget_seconds=%d" % BOOT_BUDGET,
+                                            "-e", "htcondor_annex_stock_boot_script=%s" % str(stock).lower(),
+                                            timeout=1500)
         assert "HTCondor %s master is up" % version in res.stdout
         assert "Your setup looks OK" in res.stdout
         # the worker image has an AMI in moto registered like build_worker_ami.yml's: annex_start
         # finds it as on AWS (no ami_id anywhere in the sandbox inventory)
         assert "Workers: newest of 1 worker image(s) built by build_worker_ami.yml" in res.stdout, res.stdout[-3000:]
         print(check_worker_image(suite))
+        stock_ami = re.search(r"Stock boot script AMI \(.*?\): (ami-\w+)", res.stdout).group(1)
 
         # annex_start.yml -e count=2: both workers boot, fetch their tarball from moto's S3, join.
         res, timings["annex_start count=2 (to all joined)"] = playbook(
@@ -135,10 +215,37 @@ def test_sandbox_flow(repo, ansible_env, suite, version, tmp_path):
         boot_log = run(["podman", "exec", "htcondor-annex-sandbox-worker-" + sorted(workers)[0], "cat",
                         "/etc/condor/config.d/49ec2-instance.config"]).stdout
         assert "Fetched 'config-MyFirstAnnex.tar.gz'" in boot_log, boot_log
+        # the collection's agent booted them with IMDSv1 refused (HttpTokens required)
+        for iid in workers:
+            assert imds_answers(iid) == ["401", "200"], iid
+            assert "active" == in_worker(iid, "systemctl is-active htcondor-annex-agent", check=False).stdout.strip()
 
         # 2. five MayUseAWS sleep jobs run on the annex slots; a job without MayUseAWS does not match.
+        # With them a 30 s job, given a Spot interruption notice while it runs (issue 12).
+        spot_id = as_user("cd annex-jobs && sed 's/^arguments.*/arguments = 30/; s/^queue.*/queue 1/' sleep-on-aws.submit"
+                           " | condor_submit -terse -").stdout.split()[0].split("-")[0]
         as_user("cd annex-jobs && sed 's/^arguments.*/arguments = 3/; s/^queue.*/queue 5/' sleep-on-aws.submit"
                 " | condor_submit -terse - && sed 's/^arguments.*/arguments = 3/' sleep.submit | condor_submit -terse -")
+
+        def spot_job_slot(not_on=None):
+            """The job's RemoteHost while it runs (on a worker other than not_on); None otherwise."""
+            out = as_user("condor_q %s -af JobStatus RemoteHost" % spot_id, check=False).stdout.split()
+            if len(out) == 2 and out[0] == "2" and (not_on is None or host_of(out[1]) != host_of(not_on)):
+                return out[1]
+            return None
+        first_slot = wait("the 30 s job to run", spot_job_slot, 120, every=1)
+        noticed = instance_of_host(first_slot)
+        t_notice = time.monotonic()
+        run([sys.executable, os.path.join(repo, "sandbox", "agent.py"), "notice", "--instance", noticed])
+        wait("the job to be vacated", lambda: spot_job_slot() != first_slot, 90, every=1)
+        timings["spot notice -> job vacated"] = time.monotonic() - t_notice
+        second_slot = wait("the job to restart on the other worker", lambda: spot_job_slot(not_on=first_slot), 150, every=1)
+        timings["spot notice -> job restarted elsewhere"] = time.monotonic() - t_notice
+        notice_ads = wait("the noticed worker to advertise AnnexSpotNotice", lambda: as_user(
+            "condor_status -annex MyFirstAnnex -constraint 'AnnexSpotNotice =!= undefined' -af Machine AnnexSpotNotice"
+            " | sort -u", check=False).stdout.splitlines(), 60)
+        assert len(notice_ads) == 1 and host_of(notice_ads[0].split()[0]) == host_of(first_slot), notice_ads
+        assert notice_ads[0].split()[1] == "interruption-terminate", notice_ads
 
         def five_annex_jobs_done():
             lines = as_user("condor_history -constraint 'MayUseAWS =?= True && JobStatus == 4' -af LastRemoteHost",
@@ -147,10 +254,33 @@ def test_sandbox_flow(repo, ansible_env, suite, version, tmp_path):
         history = wait("five annex jobs to complete", five_annex_jobs_done, 240)
         hosts = {h.split("@")[-1] for h in history}
         assert hosts <= {s.split("@")[1] for s in slots}, (history, slots)
+        def spot_job_done():
+            out = as_user("condor_history %s -af JobStatus LastRemoteHost NumJobStarts" % spot_id, check=False).stdout.split()
+            return out if len(out) == 3 and out[0] == "4" else None
+        done = wait("the vacated job to complete on the other worker", spot_job_done, 150)
+        assert host_of(done[1]) == host_of(second_slot) and int(done[2]) >= 2, (done, first_slot)
         not_aws = as_user("condor_q -constraint 'MayUseAWS =!= True' -af JobStatus NumJobStarts").stdout.split()
         assert not_aws == ["1", "0"], not_aws  # still idle, never started
         analysis = as_user("condor_q -constraint 'MayUseAWS =!= True' -better-analyze").stdout
         assert "reject your job because of their own requirements" in analysis, analysis
+
+        # A worker whose tarball is gone gives up within its boot budget, halts and ends terminated.
+        playbook(repo, env, "annex_start.yml", "-e", "annex_name=NoTarball", "-e", "count=1",
+                 "-e", "annex_wait_for_join=false", "-e", "idle=1")
+        delete_tarball("NoTarball")  # before its container boots (the agent polls moto every 2 s)
+        # (trixie) a worker from the foreign AMI boots the stock condor-annex-ec2 script and joins.
+        if stock:
+            res = playbook(repo, env, "annex_start.yml", "-e", "annex_name=StockBoot", "-e", "count=1",
+                           "-e", "ami_id=" + stock_ami, "-e", "htcondor_annex_allow_imdsv1=true", "-e", "idle=0.02",
+                           "-e", "annex_join_timeout=180")[0]
+            assert "Joined the pool: 1/1" in res.stdout, res.stdout[-3000:]
+            stock_iid = list(instance_states("StockBoot"))[0]
+            units = in_worker(stock_iid, "systemctl is-active condor-annex-ec2; systemctl is-enabled htcondor-annex-agent",
+                              check=False).stdout.split()
+            assert units == ["active", "masked"], units
+            assert imds_answers(stock_iid) == ["200", "200"]  # IMDSv1 allowed, explicitly
+            assert "Fetched 'config-StockBoot.tar.gz'" in in_worker(
+                stock_iid, "cat /etc/condor/config.d/49ec2-instance.config").stdout
 
         # 3b. short lease: a busy worker of a second annex is ended by the lease function.
         res = playbook(repo, env, "annex_start.yml", "-e", "annex_name=LeaseTest", "-e", "count=1",
@@ -167,9 +297,23 @@ def test_sandbox_flow(repo, ansible_env, suite, version, tmp_path):
             instance_states("MyFirstAnnex").values()) == {"terminated"}, 420, every=5)
         wait("the lease to terminate the busy LeaseTest worker", lambda: set(
             instance_states("LeaseTest").values()) == {"terminated"}, 300, every=5)
+        wait("the worker without its tarball to give up and end terminated", lambda: set(
+            instance_states("NoTarball").values()) == {"terminated"}, 120, every=5)
+        if stock:
+            wait("the idle stock-script worker to halt", lambda: set(instance_states("StockBoot").values()) == {"terminated"}, 300, every=5)
         wait("all worker containers to be removed", lambda: not worker_containers(), 60)
+        info = annex_info(env)["annexes"]
+        assert info["MyFirstAnnex"]["spot_notices"] == 1, info["MyFirstAnnex"]
+        assert info["NoTarball"]["boot_failures"] == 1, info["NoTarball"]
+        assert "config-NoTarball.tar.gz" in json.dumps(info["NoTarball"]), info["NoTarball"]
+        print("boot failure reported:", json.dumps(info["NoTarball"]))
         agent_log = open(os.path.join(env["HTCONDOR_ANNEX_SANDBOX_DIR"], "agent.log")).read()
         assert "worker halted -> TerminateInstances" in agent_log, agent_log
+        # it gave up within its budget: container start -> halted, by the agent's log
+        no_tarball = list(instance_states("NoTarball"))[0]
+        started, halted = (agent_time(agent_log, no_tarball + ": " + what) for what in ("started", "worker halted"))
+        timings["no tarball: worker started -> halted"] = halted - started
+        assert halted - started <= BOOT_BUDGET + 45, (started, halted)
         assert "lease of annex LeaseTest expired" in agent_log, agent_log
     finally:
         # 4. teardown.yml leaves nothing: no annex resources (checked by the playbook), no
