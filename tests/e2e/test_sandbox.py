@@ -121,7 +121,7 @@ def annex_info(env):
 def agent_time(log, prefix):
     """Epoch seconds of the agent.log line (sandbox/agent.py's log()) with that text after the time."""
     for line in log.splitlines():
-        stamp, _, text = line.partition(" ")
+        stamp, text = (line.split(" ", 1) + [""])[:2]
         if text.startswith(prefix):
             return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
     pytest.fail("no agent.log line %r" % prefix)
@@ -223,7 +223,7 @@ def test_sandbox_flow(repo, ansible_env, suite, version, tmp_path):
         # 2. five MayUseAWS sleep jobs run on the annex slots; a job without MayUseAWS does not match.
         # With them a 30 s job, given a Spot interruption notice while it runs (issue 12).
         spot_id = as_user("cd annex-jobs && sed 's/^arguments.*/arguments = 30/; s/^queue.*/queue 1/' sleep-on-aws.submit"
-                           " | condor_submit -terse -").stdout.split()[0].split("-")[0]
+                          " | condor_submit -terse -").stdout.split()[0].split("-")[0]
         as_user("cd annex-jobs && sed 's/^arguments.*/arguments = 3/; s/^queue.*/queue 5/' sleep-on-aws.submit"
                 " | condor_submit -terse - && sed 's/^arguments.*/arguments = 3/' sleep.submit | condor_submit -terse -")
 
@@ -241,9 +241,11 @@ def test_sandbox_flow(repo, ansible_env, suite, version, tmp_path):
         timings["spot notice -> job vacated"] = time.monotonic() - t_notice
         second_slot = wait("the job to restart on the other worker", lambda: spot_job_slot(not_on=first_slot), 150, every=1)
         timings["spot notice -> job restarted elsewhere"] = time.monotonic() - t_notice
-        notice_ads = wait("the noticed worker to advertise AnnexSpotNotice", lambda: as_user(
-            "condor_status -annex MyFirstAnnex -constraint 'AnnexSpotNotice =!= undefined' -af Machine AnnexSpotNotice"
-            " | sort -u", check=False).stdout.splitlines(), 60)
+
+        def notice_ads_now():
+            return as_user("condor_status -annex MyFirstAnnex -constraint 'AnnexSpotNotice =!= undefined'"
+                           " -af Machine AnnexSpotNotice | sort -u", check=False).stdout.splitlines()
+        notice_ads = wait("the noticed worker to advertise AnnexSpotNotice", notice_ads_now, 60)
         assert len(notice_ads) == 1 and host_of(notice_ads[0].split()[0]) == host_of(first_slot), notice_ads
         assert notice_ads[0].split()[1] == "interruption-terminate", notice_ads
 
@@ -254,6 +256,7 @@ def test_sandbox_flow(repo, ansible_env, suite, version, tmp_path):
         history = wait("five annex jobs to complete", five_annex_jobs_done, 240)
         hosts = {h.split("@")[-1] for h in history}
         assert hosts <= {s.split("@")[1] for s in slots}, (history, slots)
+
         def spot_job_done():
             out = as_user("condor_history %s -af JobStatus LastRemoteHost NumJobStarts" % spot_id, check=False).stdout.split()
             return out if len(out) == 3 and out[0] == "4" else None

@@ -127,7 +127,7 @@ def test_token_expires(url):
 def test_instance_tags_when_enabled(url):
     base = url()
     tok = token(base)
-    code, body, _ = get(base, "/latest/meta-data/tags/instance", tok)
+    code, body = get(base, "/latest/meta-data/tags/instance", tok)[:2]
     assert code == 200 and body.split("\n") == ["Name", "htcondor-annex:config-bucket", "htcondor:AnnexName"]
     assert get(base, "/latest/meta-data/tags/instance/htcondor:AnnexName", tok)[:2] == (200, "MyFirstAnnex")
     assert get(base, "/latest/meta-data/tags/instance/htcondor-annex:config-bucket", tok)[:2] == (200, "annex-bucket")
@@ -152,7 +152,7 @@ def test_spot_notices_read_on_each_request(url):
     (url.dir / "rebalance.json").write_text(json.dumps({"noticeTime": "2026-11-30T17:58:00Z"}))
     code, body, headers = get(base, "/latest/meta-data/spot/instance-action", tok)
     assert code == 200 and json.loads(body) == action and headers["Content-Type"] == "application/json"
-    code, body, _ = get(base, "/latest/meta-data/events/recommendations/rebalance", tok)
+    code, body = get(base, "/latest/meta-data/events/recommendations/rebalance", tok)[:2]
     assert code == 200 and json.loads(body) == {"noticeTime": "2026-11-30T17:58:00Z"}
     # tokenless still refused for notices when tokens are required
     assert call(base, "/latest/meta-data/spot/instance-action")[0] == 401
