@@ -18,7 +18,7 @@ __metaclass__ = type
 import math
 
 from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
-    AnnexAWSError, MANAGED_BY_KEY, MANAGED_BY_VALUE, call, paginate, tag_dict,
+    AnnexAWSError, MANAGED_BY_KEY, MANAGED_BY_VALUE, call, error_code, is_not_found, paginate, tag_dict,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
 
@@ -29,6 +29,9 @@ SPOT_STRATEGY = "price-capacity-optimized"
 # needs SingleInstanceType or SingleAvailabilityZone.
 MAX_MIN_TARGET_CAPACITY = 1000
 RETRIES = 1  # the shortfall is retried once, in the pools that did not fail
+# EC2's error codes for a launch template that is not there / already there (EC2 API error codes).
+TEMPLATE_NOT_FOUND = ("InvalidLaunchTemplateId.NotFound", "InvalidLaunchTemplateName.NotFoundException")
+TEMPLATE_EXISTS = "InvalidLaunchTemplateName.AlreadyExistsException"
 
 
 def launch_template_name(annex_id):
@@ -68,7 +71,7 @@ def delete_launch_templates(ec2, templates):
         try:
             call(ec2, "DeleteLaunchTemplate", LaunchTemplateId=template["LaunchTemplateId"])
         except AnnexAWSError as exc:
-            if "NotFound" not in (exc.code or ""):
+            if not is_not_found(exc, *TEMPLATE_NOT_FOUND):
                 raise
 
 
@@ -85,7 +88,7 @@ def annex_launch_template(ec2, annex_id, data, template_tags, first_launch=False
         response = call(ec2, "CreateLaunchTemplate", LaunchTemplateName=name, LaunchTemplateData=data,
                         TagSpecifications=template_tags)
     except AnnexAWSError as exc:
-        if "AlreadyExists" not in (exc.code or ""):
+        if error_code(exc) != TEMPLATE_EXISTS:
             raise
         found = _own_template(ec2, annex_id, name) if first_launch else None
         if found:  # left by an earlier life of the annex (e.g. its lease ended)

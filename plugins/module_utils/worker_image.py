@@ -15,7 +15,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
-    MANAGED_BY_KEY, MANAGED_BY_VALUE, AnnexAWSError, call, error_code, paginate, tag_dict,
+    MANAGED_BY_KEY, MANAGED_BY_VALUE, AnnexAWSError, call, describe_or_none, error_code, paginate, tag_dict,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils.annex_protocol import (
     BOOT_AGENT_IMAGE_TAG, BOOT_AGENT_VERSION, parse_condor_version,
@@ -58,13 +58,9 @@ def boot_agent(tags):
 
 def describe_image_by_id(ec2, image_id):
     """dict(image_id, name, boot_agent) of one image (one DescribeImages), None if it is unknown."""
-    try:
-        response = call(ec2, "DescribeImages", ImageIds=[image_id])
-    except AnnexAWSError as exc:
-        if error_code(exc) in ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidAMIID.Unavailable"):
-            return None
-        raise
-    images = response.get("Images") or []
+    response = describe_or_none(lambda: call(ec2, "DescribeImages", ImageIds=[image_id]),
+                                "InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidAMIID.Unavailable")
+    images = (response or {}).get("Images") or []
     if not images:
         return None
     tags = tag_dict(images[0].get("Tags"))
