@@ -5,7 +5,8 @@
 Run in the background by sandbox/playbooks/create.yml (stopped by destroy.yml); every
 loop is bounded (--max-seconds, and it exits when moto stays unreachable). Each poll:
 - every pending/running instance tagged htcondor:AnnexName without a container gets one, from the
-  worker image built by the condor_worker role, on the sandbox network, with an instance-metadata
+  worker image built by the condor_worker role (an instance an instant EC2 Fleet launched gets
+  its launch template's instance profile and metadata options, which moto leaves out), on the sandbox network, with an instance-metadata
   service at 169.254.169.254 inside it answering for that instance (sandbox/imds.py) and
   AWS_ENDPOINT_URL (moto) for the stock condor-annex-ec2 boot script's aws calls;
 - a worker container that halted (idle shutdown, lease) -> TerminateInstances in moto (its
@@ -98,6 +99,7 @@ class Agent:
         self.policies_ok = set()
         self.seen = set()  # instances that already had a container: never booted twice
         self.image_agent = {}  # AMI id -> runs the collection's boot agent (tagged so)
+        self.templates = {}  # (launch template id, version) -> its LaunchTemplateData
         self.cgroup2 = opts.suite == "sid" and subprocess.run(
             ["stat", "-fc", "%T", "/sys/fs/cgroup"], capture_output=True, text=True, check=False).stdout.strip() != "cgroup2fs"
 
@@ -132,7 +134,50 @@ class Agent:
                     if not inst.get("IamInstanceProfile") and profiles:
                         inst["IamInstanceProfile"] = profiles[0]
                     out[inst["InstanceId"]] = inst
+        new = [i for iid, i in out.items() if iid not in self.seen and i["State"]["Name"] in ("pending", "running")]
+        if new:
+            self.apply_fleet_templates(new)
         return out
+
+    def apply_fleet_templates(self, insts):
+        """EC2 gives an instance an instant EC2 Fleet launched what its launch template says (instance
+        profile, metadata options, instance tags); moto keeps only the tags. Complete these instances
+        from the template version of the fleet that launched them, so the worker boots as on EC2."""
+        wanted = set(i["InstanceId"] for i in insts)
+        specs = {}
+        for page in self.ec2.get_paginator("describe_fleets").paginate():
+            for fleet in page["Fleets"]:
+                for group in fleet.get("Instances") or []:
+                    spec = (group.get("LaunchTemplateAndOverrides") or {}).get("LaunchTemplateSpecification")
+                    specs.update((iid, spec) for iid in group.get("InstanceIds") or [] if iid in wanted and spec)
+        for inst in insts:
+            spec = specs.get(inst["InstanceId"])
+            data = self.template_data(spec["LaunchTemplateId"], spec["Version"]) if spec else None
+            if data:
+                apply_launch_template(inst, data, self.instance_profile(data.get("IamInstanceProfile")))
+
+    def template_data(self, template_id, version):
+        """LaunchTemplateData of one template version (versions never change: cached), None when gone."""
+        key = (template_id, str(version))
+        if key not in self.templates:
+            try:
+                found = self.ec2.describe_launch_template_versions(
+                    LaunchTemplateId=template_id, Versions=[str(version)])["LaunchTemplateVersions"]
+            except botocore.exceptions.ClientError:  # deleted meanwhile: nothing to apply
+                return None
+            self.templates[key] = found[0]["LaunchTemplateData"] if found else None
+        return self.templates[key]
+
+    def instance_profile(self, given):
+        """{"Arn", "Id"} of a template's IamInstanceProfile ({"Arn"} or {"Name"}), as EC2 reports it."""
+        if not given:
+            return None
+        name = given.get("Name") or given.get("Arn", "").rsplit("/", 1)[-1]
+        try:
+            profile = self.iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+        except botocore.exceptions.ClientError:  # EC2 would have refused the launch
+            return None
+        return {"Arn": profile["Arn"], "Id": profile["InstanceProfileId"]}
 
     def boots_agent(self, ami):
         """True when the AMI carries the collection's boot-agent tag (as annex.py decides)."""
@@ -358,6 +403,23 @@ class Agent:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+
+
+def apply_launch_template(inst, data, profile):
+    """Give a describe_instances entry what EC2 applies from the launch template `data`: the
+    instance profile (`profile`, {"Arn", "Id"}), the metadata options and the instance tags (the
+    instance's own, from the fleet request, win)."""
+    if profile and not inst.get("IamInstanceProfile"):
+        inst["IamInstanceProfile"] = profile
+    if data.get("MetadataOptions"):
+        inst["MetadataOptions"] = dict(inst.get("MetadataOptions") or {}, **data["MetadataOptions"])
+    tags = dict((t["Key"], t["Value"]) for t in inst.get("Tags") or [])
+    for spec in data.get("TagSpecifications") or []:
+        if spec.get("ResourceType") == "instance":
+            for tag in spec.get("Tags") or []:
+                tags.setdefault(tag["Key"], tag["Value"])
+    inst["Tags"] = [{"Key": k, "Value": v} for k, v in tags.items()]
+    return inst
 
 
 class LambdaContext:

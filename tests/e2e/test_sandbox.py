@@ -5,9 +5,10 @@ issue 12: the collection's worker boot agent).
 
 For Debian trixie (HTCondor 23.9.6) and sid (25.14.1): site.yml builds the master container,
 moto and the worker image (made by the condor_worker role: the collection's boot agent enabled,
-the stock condor-annex-ec2 unit masked); annex_start.yml -e count=2 launches two instances that
-boot as containers, run the boot agent against the sandbox's metadata service (IMDSv2 only:
-tokenless requests get 401) and moto, and join; five +MayUseAWS sleep jobs run on annex slots, a
+the stock condor-annex-ec2 unit masked); annex_start.yml -e count=2 over two instance types
+launches two instances with one instant EC2 Fleet (issue 13) that boot as containers, run the
+boot agent against the sandbox's metadata service (IMDSv2 only: tokenless requests get 401) and
+moto, and join; five +MayUseAWS sleep jobs run on annex slots, a
 job without MayUseAWS does not match them; a Spot interruption notice posted to the worker running
 a longer job vacates it, the job completes on the other worker, the machine ad and annex_info show
 the notice; a worker whose tarball is missing gives up within its boot budget (60 s here), halts,
@@ -202,10 +203,18 @@ def test_sandbox_flow(repo, ansible_env, suite, version, tmp_path):
         print(check_worker_image(suite))
         stock_ami = re.search(r"Stock boot script AMI \(.*?\): (ami-\w+)", res.stdout).group(1)
 
-        # annex_start.yml -e count=2: both workers boot, fetch their tarball from moto's S3, join.
-        res, timings["annex_start count=2 (to all joined)"] = playbook(
-            repo, env, "annex_start.yml", "-e", "count=2", "-e", "idle=0.02", "-e", "annex_join_timeout=180")
+        # annex_start.yml -e count=2 over two instance types (issue 13): one instant EC2 Fleet from
+        # the annex's launch template; both workers boot (the template's instance profile, tags and
+        # IMDSv2-only metadata options, which the sandbox applies where moto leaves them out),
+        # fetch their tarball from moto's S3, join.
+        res, timings["annex_start count=2, two types (to all joined)"] = playbook(
+            repo, env, "annex_start.yml", "-e", "count=2", "-e", "instance_types=t3.micro,t3.small",
+            "-e", "max_price_per_hour=0.05", "-e", "idle=0.02", "-e", "annex_join_timeout=180")
         assert "Joined the pool: 2/2" in res.stdout, res.stdout[-3000:]
+        launched = re.search(r"Launched where \(type x zone x market\): ([^\"]*)", res.stdout).group(1)
+        pools = re.findall(r"(\d+) x (t3\.micro|t3\.small) in us-east-1\w, on-demand", launched)
+        assert sum(int(n) for n, _type in pools) == 2, launched
+        assert "Hourly price cap: $0.0500 for the instances this run launched" in res.stdout, res.stdout[-3000:]
         assert re.search(r"Worker image: ami-\w+ \(newest project worker image, htcondor-annex-worker-%s-"
                          % re.escape(version), res.stdout), res.stdout[-3000:]
         slots = annex_slots("MyFirstAnnex")
