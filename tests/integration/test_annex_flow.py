@@ -381,6 +381,18 @@ def test_annex_life_cycle(flow):
     run = flow.playbook("annex_start.yml", *spot_vars)
     assert run.stats["changed"] == 0 and len(_active_fleets(ec2)) == 1
 
+    # --- a mixed-type Spot annex with a price cap (issue 13), by annex_start.yml's short names ---
+    run = flow.playbook("annex_start.yml", "annex_name=SpotMix", "ami_id=", "count=3", "spot=true",
+                        "instance_types=t3.micro,t3.small", "max_price_per_hour=0.5")
+    mix = run.result("Launch annex SpotMix")
+    assert len(mix["launched_instance_ids"]) == 3 and mix["fleet_launch"]["max_price_per_hour"] == 0.5, mix
+    assert {i["Lifecycle"] for i in mix["fleet_launch"]["instances"]} == {"spot"}, mix["fleet_launch"]
+    summary = run.result("Summary")["msg"]
+    where = [line for line in summary if line.startswith("Launched where (type x zone x market): ")]
+    assert len(where) == 1 and re.fullmatch(r".*: (\d x t3\.(micro|small) in us-east-1\w, spot(; )?)+", where[0]), summary
+    assert "Hourly price cap: $0.5000 for the instances this run launched" in "\n".join(summary), summary
+    assert "instance-hours of t3.micro or t3.small." in "\n".join(summary), summary
+
     # --- annex_info ---------------------------------------------------------------------------
     info = flow.module("annex_info", "")
     annexes = info["annexes"]
@@ -401,7 +413,7 @@ def test_annex_life_cycle(flow):
     assert cfn.describe_stacks(StackName=STACKS[0])["Stacks"][0]["StackStatus"] != "DELETE_COMPLETE"
 
     run = flow.playbook("teardown.yml", "confirm=yes")
-    assert run.result("Summary")["msg"][0] == "Annexes removed: MyFirstAnnex, NoAmi, SpotAnnex"
+    assert run.result("Summary")["msg"][0] == "Annexes removed: MyFirstAnnex, NoAmi, SpotAnnex, SpotMix"
     assert_nothing_left(flow, bucket)
 
     run = flow.playbook("teardown.yml", "confirm=yes")
