@@ -5,10 +5,11 @@
 Run in the background by sandbox/playbooks/create.yml (stopped by destroy.yml); every
 loop is bounded (--max-seconds, and it exits when moto stays unreachable). Each poll:
 - every pending/running instance tagged htcondor:AnnexName without a container gets one, from the
-  worker image built by the condor_worker role (an instance an instant EC2 Fleet launched gets
-  its launch template's instance profile and metadata options, which moto leaves out), on the sandbox network, with an instance-metadata
+  worker image built by the condor_worker role, on the sandbox network, with an instance-metadata
   service at 169.254.169.254 inside it answering for that instance (sandbox/imds.py) and
-  AWS_ENDPOINT_URL (moto) for the stock condor-annex-ec2 boot script's aws calls;
+  AWS_ENDPOINT_URL (moto) for the stock condor-annex-ec2 boot script's aws calls; an instance an
+  instant EC2 Fleet launched first gets its launch template's instance profile and metadata
+  options, as on EC2 (moto leaves them out);
 - a worker container that halted (idle shutdown, lease) -> TerminateInstances in moto (its
   shutdown behaviour is "terminate");
 - an instance moto reports terminated/stopped/gone -> its container is removed;
