@@ -233,16 +233,20 @@ class JobGroup:
 
 
 def _significant(job):
-    """The job's significant attributes as printed (the tools print these names; a user's
-    +mayuseaws is found by the slower case-insensitive scan)."""
+    """The job's significant attributes as printed. The tools print the canonical names; an
+    attribute under another spelling (a user's +mayuseaws) or absent (RequestGPUs of a CPU job)
+    costs one case-insensitive scan of the job."""
     values = []
+    lowered = None
     for attr in SIGNIFICANT_ATTRS:
         if attr in job:
-            values.append(job[attr])
-            continue
-        lowered = dict((k.lower(), v) for k, v in job.items())
-        return tuple(json.dumps(lowered.get(a.lower()), sort_keys=True) for a in SIGNIFICANT_ATTRS)
-    return tuple(json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v for v in values)
+            value = job[attr]
+        else:
+            if lowered is None:
+                lowered = dict((k.lower(), v) for k, v in job.items())
+            value = lowered.get(attr.lower())
+        values.append(json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value)
+    return tuple(values)
 
 
 def _own_refs(ad):
@@ -503,55 +507,93 @@ def decide(jobs, slots, instances, instance_types, prices, policy, now, backoff=
     return decision
 
 
-def _launch_new(decision, demand, infos, capacities, prices, policy, now, backoff):
-    hours_left = (policy.lease_end - now) / 3600.0
-    room = policy.max_instances - decision.live
-    limits = []
-    blocked = set()
-    if backoff is not None:
-        for name in infos:
-            if not backoff.usable_zones(name, policy.zones, now):
-                blocked.add(name)
+class _Plan:
+    def __init__(self):
+        self.launch = {}
+        self.usd = 0.0
+        self.placed = 0
+        self.limits = []
+
+
+def _pack_new(demand, capacities, prices, room, budget_left, hours_left, blocked, most_jobs=False):
+    """New workers for the groups' remaining jobs, first-fit decreasing: each group first fills
+    the room left in the workers opened for earlier groups, then opens workers of the type with
+    the lowest price per job it holds, while the room (max_instances) and the budget allow.
+    most_jobs (when they do not allow all): the groups and types that fit the most jobs on one
+    worker first, then price."""
+    plan = _Plan()
     new_bins = []
+    if most_jobs:  # the groups that fit the most jobs on one worker first
+        demand = sorted(demand, key=lambda g: -max(
+            [_fits_count(capacities[t], g.request) for t in g.fit_types] or [0]))
     for group in demand:
         for bin_ in new_bins:
             if group.remaining == 0:
                 break
             if bin_.type_name in group.fit_types:
-                decision.placed_on_new += _place(group, bin_)
+                plan.placed += _place(group, bin_)
         while group.remaining > 0:
             candidates = [t for t in group.fit_types if t not in blocked and prices.get(t) is not None]
             if not candidates:
-                limits.append("no usable type for %d jobs like %s (%s)" % (
+                backing_off = sorted(set(group.fit_types) & blocked)
+                plan.limits.append("no usable type for %d jobs like %s (%s)" % (
                     group.remaining, _job_id(group.example),
-                    "backing off: %s" % ", ".join(sorted(set(group.fit_types) & blocked))
-                    if set(group.fit_types) & blocked else "no price"))
+                    "backing off: %s" % ", ".join(backing_off) if backing_off else "no price"))
                 break
             if len(new_bins) >= room:
-                limits.append("max_instances %d reached (%d live)" % (policy.max_instances, decision.live))
+                plan.limits.append("max_instances reached")
                 break
-            left = decision.budget_left_usd - decision.new_usd
-            ranked = sorted(candidates, key=lambda t: (
-                float(prices[t]) / min(group.remaining, _fits_count(capacities[t], group.request)),
-                float(prices[t]), t))
+
+            def held(t):
+                return min(group.remaining, _fits_count(capacities[t], group.request))
+            if most_jobs:
+                ranked = sorted(candidates, key=lambda t: (-held(t), float(prices[t]) / held(t), t))
+            else:
+                ranked = sorted(candidates, key=lambda t: (float(prices[t]) / held(t), float(prices[t]), t))
+            left = budget_left - plan.usd
             affordable = [t for t in ranked if float(prices[t]) * hours_left <= left + 1e-9]
             if not affordable:
                 cheapest = min(candidates, key=lambda t: float(prices[t]))
-                limits.append("budget: a %s ($%.4f/h x %.2f h to lease end = $%.2f) exceeds budget left $%.2f" % (
+                plan.limits.append("budget: a %s ($%.4f/h x %.2f h to lease end = $%.2f) exceeds budget left $%.2f" % (
                     cheapest, float(prices[cheapest]), hours_left, float(prices[cheapest]) * hours_left, left))
                 break
             choice = affordable[0]
             bin_ = Bin(capacities[choice], choice, new=True)
             new_bins.append(bin_)
-            decision.launch[choice] = decision.launch.get(choice, 0) + 1
-            decision.new_usd += float(prices[choice]) * hours_left
-            decision.placed_on_new += _place(group, bin_)
-        if len(new_bins) >= room and any(g.remaining for g in demand):
-            if not limits or "max_instances" not in limits[-1]:
-                limits.append("max_instances %d reached (%d live)" % (policy.max_instances, decision.live))
-            break
-    decision.budget_left_usd -= decision.new_usd
+            plan.launch[choice] = plan.launch.get(choice, 0) + 1
+            plan.usd += float(prices[choice]) * hours_left
+            plan.placed += _place(group, bin_)
+    return plan
+
+
+def _launch_new(decision, demand, infos, capacities, prices, policy, now, backoff):
+    hours_left = (policy.lease_end - now) / 3600.0
+    room = policy.max_instances - decision.live
+    blocked = set()
+    if backoff is not None:
+        blocked = set(name for name in infos if not backoff.usable_zones(name, policy.zones, now))
+    before = [g.remaining for g in demand]
+    args = (demand, capacities, prices, room, decision.budget_left_usd, hours_left, blocked)
+    plan = _pack_new(*args)
+    if "max_instances reached" in plan.limits or any(l.startswith("budget") for l in plan.limits):
+        # Not every job gets a worker: of the cheapest packing and the one that runs the most
+        # jobs with the workers allowed, take the one that runs more (a deadline needs jobs running).
+        cheapest_remaining = [g.remaining for g in demand]
+        for group, remaining in zip(demand, before):
+            group.remaining = remaining
+        most = _pack_new(*args, most_jobs=True)
+        if most.placed <= plan.placed:
+            for group, remaining in zip(demand, cheapest_remaining):
+                group.remaining = remaining
+        else:
+            plan = most
+    decision.launch = plan.launch
+    decision.new_usd = plan.usd
+    decision.placed_on_new = plan.placed
+    decision.budget_left_usd -= plan.usd
     waiting = sum(g.remaining for g in demand)
+    limits = [("max_instances %d reached (%d live)" % (policy.max_instances, decision.live))
+              if l == "max_instances reached" else l for l in plan.limits]
     head = "launch %s for %d unmet jobs" % (decision.launch_text(), decision.unmet) if decision.launch else \
         "%d jobs unmet, no launch" % decision.unmet
     if waiting:

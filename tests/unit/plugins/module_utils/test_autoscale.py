@@ -145,6 +145,18 @@ def test_packing_by_gpu_and_price_per_job(types):
     assert decision.launch == {"g4dn.xlarge": 2, "m5.large": 1}, decision.log_line()
 
 
+def test_at_the_cap_the_workers_allowed_run_the_most_jobs(types):
+    gpu_job = jobs(1, cluster=20, RequestGPUs="1", RequestCpus="4",
+                   Requirements="(TARGET.GPUs >= RequestGPUs) && (TARGET.Cpus >= RequestCpus)")
+    # uncapped: a g4dn.xlarge for the GPU job (its 4 CPUs all taken) and two m5.large for the rest
+    assert decide(types, ["m5.large", "g4dn.xlarge"], gpu_job + jobs(4)).launch == {
+        "g4dn.xlarge": 1, "m5.large": 2}
+    # one worker allowed: the one that runs four jobs, not the GPU job alone
+    decision = decide(types, ["m5.large", "g4dn.xlarge"], gpu_job + jobs(4), max_instances=1)
+    assert decision.launch == {"g4dn.xlarge": 1} and decision.placed_on_new == 4, decision.log_line()
+    assert "1 still wait: max_instances 1 reached" in decision.reason
+
+
 def test_requirements_exclude_a_type(types):
     # m6g.large (arm64) is cheaper, but the job wants X86_64
     assert decide(types, ["m6g.large", "m5.large"], jobs(2)).launch == {"m5.large": 1}
