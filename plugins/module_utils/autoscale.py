@@ -120,7 +120,7 @@ class Decision:
     def log_line(self):
         return "demand=%d supply=%d live=%d launch=%s spent=$%.2f budget_left=$%.2f reason=%s" % (
             self.demand, self.supply, self.live, self.launch_text(), self.spent_usd, self.budget_left_usd,
-            self.reason)
+            self.reason.replace("\n", " "))
 
     def to_dict(self):
         return {"launch": dict(self.launch), "demand": self.demand, "supply": self.supply, "unmet": self.unmet,
@@ -199,11 +199,15 @@ def instance_type_ad(info, annex_name, start_expression, worker_disk_gib=DEFAULT
     return ad
 
 
-def _number(ad, attr, default):
+def _evaluate(ad, attr):
     try:
-        value = ad.eval(attr)
+        return ad.eval(attr)
     except KeyError:
-        return default
+        return None
+
+
+def _number(ad, attr, default):
+    value = _evaluate(ad, attr)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return default
     return value
@@ -302,12 +306,10 @@ def group_jobs(jobs):
 class Bin:
     """Free resources of one worker: a joined partitionable slot, a pending or a new instance."""
 
-    def __init__(self, free, type_name=None, ad=None, new=False):
+    def __init__(self, free, type_name=None, ad=None):
         self.free = dict(free)
         self.type_name = type_name
-        self.ad = ad  # the joined slot's own ad (None: use the type's ad)
-        self.new = new
-        self.placed = 0
+        self.ad = ad  # the joined slot's own ad (None: the type's ad)
 
 
 def _fits_count(free, request):
@@ -331,7 +333,6 @@ def _place(group, bin_):
     if all(group.request[res] <= 0 for res in _RESOURCES):
         bin_.free["cpus"] = 0
     group.remaining -= n
-    bin_.placed += n
     return n
 
 
@@ -379,34 +380,21 @@ def _classify(group, type_ads, capacities, start_expression, owners):
     ad, jid = group.ad, _job_id(group.example)
     start = classad2.ExprTree(start_expression).eval(type_ads[sorted(type_ads)[0]], ad) if type_ads else True
     if start is not True:
-        if _number_or_bool(ad, "MayUseAWS") is not True:
+        if _evaluate(ad, "MayUseAWS") is not True:
             return "not_for_annex", "job %s: MayUseAWS is not true" % jid
         return "not_for_annex", "job %s: owner %s is not among the annex's owners %s" % (
             jid, ad.get("Owner"), ",".join(owners or []))
-    too_big = []
-    for name in sorted(type_ads):
-        if not ad.symmetricMatch(type_ads[name]):
-            continue
-        if _fits_count(capacities[name], group.request) >= 1:
-            group.fit_types.append(name)
-        else:
-            too_big.append(name)
+    big_enough = [n for n in sorted(type_ads) if _fits_count(capacities[n], group.request) >= 1]
+    group.fit_types = [n for n in big_enough if ad.symmetricMatch(type_ads[n])]
     if group.fit_types:
         return None
-    req = group.request
-    asks = "RequestCpus %s, RequestMemory %s MiB, RequestDisk %s KiB, RequestGPUs %s" % (
-        req["cpus"], req["memory"], req["disk"], req["gpus"])
-    if too_big:
-        return "unrunnable", "job %s: %s more than %s offers" % (jid, asks, ", ".join(too_big))
-    return "unrunnable", "job %s: Requirements %s false on every allowed type (%s)" % (
-        jid, ad.lookup("Requirements") if "Requirements" in ad else "(none)", ", ".join(sorted(type_ads)))
-
-
-def _number_or_bool(ad, attr):
-    try:
-        return ad.eval(attr)
-    except KeyError:
-        return None
+    if not big_enough:
+        req = group.request
+        return "unrunnable", "job %s: RequestCpus %s, RequestMemory %s MiB, RequestDisk %s KiB, RequestGPUs %s: " \
+            "more than any allowed type offers (%s)" % (jid, req["cpus"], req["memory"], req["disk"], req["gpus"],
+                                                         ", ".join(sorted(type_ads)))
+    return "unrunnable", "job %s: Requirements %s false on every allowed type big enough (%s)" % (
+        jid, ad.lookup("Requirements") if "Requirements" in ad else "(none)", ", ".join(big_enough))
 
 
 def _note(counter, jobs, example):
@@ -464,7 +452,7 @@ def decide(jobs, slots, instances, instance_types, prices, policy, now, backoff=
     boot_budget = policy.boot_budget_minutes * 60.0
     for inst in live:
         if inst.get("joined") or inst.get("type") not in capacities:
-            continue
+            continue  # joined: its slots are counted above; of a type no longer allowed: unknown shape
         if now - float(inst["launch_time"]) <= boot_budget:
             bins.append(Bin(capacities[inst["type"]], inst["type"]))
             decision.pending += 1
@@ -558,7 +546,7 @@ def _pack_new(demand, capacities, prices, room, budget_left, hours_left, blocked
                     cheapest, float(prices[cheapest]), hours_left, float(prices[cheapest]) * hours_left, left))
                 break
             choice = affordable[0]
-            bin_ = Bin(capacities[choice], choice, new=True)
+            bin_ = Bin(capacities[choice], choice)
             new_bins.append(bin_)
             plan.launch[choice] = plan.launch.get(choice, 0) + 1
             plan.usd += float(prices[choice]) * hours_left

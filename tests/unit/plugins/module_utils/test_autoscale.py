@@ -170,8 +170,10 @@ def test_jobs_no_type_can_run_are_reported_not_launched_for(types):
     assert decision.launch == {"m5.large": 1} and decision.demand == 1
     assert decision.unrunnable["jobs"] == 3
     assert "job 12.0" in decision.unrunnable["example"] and "m5.large" in decision.unrunnable["example"]
-    too_big = decide(types, ["m5.large"], jobs(2, RequestMemory="64000", Requirements="true"))
-    assert too_big.launch == {} and "RequestMemory 64000" in too_big.unrunnable["example"]
+    too_big = decide(types, ["m5.large", "c5.2xlarge"], jobs(2, RequestMemory="64000"))
+    assert too_big.launch == {} and too_big.unrunnable["jobs"] == 2
+    assert "RequestMemory 64000 MiB" in too_big.unrunnable["example"]
+    assert "more than any allowed type offers (c5.2xlarge, m5.large)" in too_big.unrunnable["example"]
 
 
 def test_owners_and_may_use_aws(types):
