@@ -503,6 +503,19 @@ class _Plan:
         self.limits = []
 
 
+def _rank(candidates, group, capacities, prices, most_jobs):
+    """The types for the group's next worker, best first: the lowest price per job it holds
+    (most_jobs: the most jobs it holds, then price per job)."""
+    def held(name):
+        return min(group.remaining, _fits_count(capacities[name], group.request))
+
+    def cost_per_job(name):
+        return float(prices[name]) / held(name)
+    if most_jobs:
+        return sorted(candidates, key=lambda t: (-held(t), cost_per_job(t), t))
+    return sorted(candidates, key=lambda t: (cost_per_job(t), float(prices[t]), t))
+
+
 def _pack_new(demand, capacities, prices, room, budget_left, hours_left, blocked, most_jobs=False):
     """New workers for the groups' remaining jobs, first-fit decreasing: each group first fills
     the room left in the workers opened for earlier groups, then opens workers of the type with
@@ -531,13 +544,7 @@ def _pack_new(demand, capacities, prices, room, budget_left, hours_left, blocked
             if len(new_bins) >= room:
                 plan.limits.append("max_instances reached")
                 break
-
-            def held(t):
-                return min(group.remaining, _fits_count(capacities[t], group.request))
-            if most_jobs:
-                ranked = sorted(candidates, key=lambda t: (-held(t), float(prices[t]) / held(t), t))
-            else:
-                ranked = sorted(candidates, key=lambda t: (float(prices[t]) / held(t), float(prices[t]), t))
+            ranked = _rank(candidates, group, capacities, prices, most_jobs)
             left = budget_left - plan.usd
             affordable = [t for t in ranked if float(prices[t]) * hours_left <= left + 1e-9]
             if not affordable:
