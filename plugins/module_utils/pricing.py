@@ -16,6 +16,8 @@ __metaclass__ = type
 import json
 import os
 import tempfile
+import time
+from datetime import datetime, timezone
 
 from ansible_collections.htcondor.annex.plugins.module_utils.aws import paginate
 
@@ -120,6 +122,9 @@ def resolve_prices(instance_types, region, spot=False, zones=None, overrides=Non
     entry, else the API. Spot: the highest latest price over the allowed zones (a budget must
     not assume the cheapest zone). Types without a price are left out (the autoscaler then does not
     launch them)."""
+    now = time.time() if now is None else now
+    if now_datetime is None:
+        now_datetime = datetime.fromtimestamp(now, timezone.utc)
     overrides = overrides or {}
     prices = {}
     missing = []
