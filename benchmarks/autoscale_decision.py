@@ -107,7 +107,7 @@ def jobs_held(jobs, type_name, count):
 
 def timed(fn, repeat):
     times, result = [], None
-    for _ in range(repeat):
+    for _run in range(repeat):
         start = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - start)

@@ -21,7 +21,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
-import math
 
 try:
     # htcondor2 first: importing it registers HTCondor's own ClassAd functions (stringListMember,
@@ -390,9 +389,10 @@ def _classify(group, type_ads, capacities, start_expression, owners):
         return None
     if not big_enough:
         req = group.request
-        return "unrunnable", "job %s: RequestCpus %s, RequestMemory %s MiB, RequestDisk %s KiB, RequestGPUs %s: " \
-            "more than any allowed type offers (%s)" % (jid, req["cpus"], req["memory"], req["disk"], req["gpus"],
-                                                         ", ".join(sorted(type_ads)))
+        asks = "RequestCpus %s, RequestMemory %s MiB, RequestDisk %s KiB, RequestGPUs %s" % (
+            req["cpus"], req["memory"], req["disk"], req["gpus"])
+        return "unrunnable", "job %s: %s: more than any allowed type offers (%s)" % (
+            jid, asks, ", ".join(sorted(type_ads)))
     return "unrunnable", "job %s: Requirements %s false on every allowed type big enough (%s)" % (
         jid, ad.lookup("Requirements") if "Requirements" in ad else "(none)", ", ".join(big_enough))
 

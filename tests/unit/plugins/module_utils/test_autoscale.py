@@ -252,7 +252,7 @@ def test_grouping_like_autoclusters():
 
 def test_backoff_is_exponential_bounded_and_stops_until_a_change():
     backoff = autoscale.CapacityBackoff(base=60, cap=300, give_up_after=5)
-    delays = [backoff.record_failure("m5.large", "us-east-1a", NOW)["until"] - NOW for _ in range(4)]
+    delays = [backoff.record_failure("m5.large", "us-east-1a", NOW)["until"] - NOW for _failure in range(4)]
     assert delays == [60, 120, 240, 300]
     assert backoff.blocked("m5.large", "us-east-1a", NOW + 299)
     assert not backoff.blocked("m5.large", "us-east-1a", NOW + 301)
@@ -277,7 +277,7 @@ def test_backoff_is_exponential_bounded_and_stops_until_a_change():
 
 def test_backoff_steers_the_decision(types):
     backoff = autoscale.CapacityBackoff()
-    for _ in range(2):
+    for _failure in range(2):
         backoff.record_failure("m5.large", "us-east-1a", NOW - 10)
     both = ["m5.large", "c5.2xlarge"]
     decision = decide(types, both, jobs(2), backoff=backoff, zones=["us-east-1a"])
