@@ -480,6 +480,9 @@ def decide(jobs, slots, instances, instance_types, prices, policy, now, backoff=
             decision.not_for_annex["jobs"], decision.not_for_annex["example"]))
     if backoff is not None:
         backoff.note_change(sorted(infos), policy.zones, decision.demand, now)
+        if backoff.stopped():
+            reasons.append("not trying %s after %d capacity failures in a row, until the allowed types or zones "
+                           "change or demand grows" % (", ".join(backoff.stopped()), backoff.give_up_after))
     if decision.unmet == 0:
         reasons.insert(0, "no unmet demand" if decision.demand else "no idle jobs for this annex")
         return decision

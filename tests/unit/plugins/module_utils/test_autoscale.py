@@ -284,6 +284,10 @@ def test_backoff_steers_the_decision(types):
     assert decision.launch == {"c5.2xlarge": 1}  # m5.large is backing off in its only zone
     decision = decide(types, ["m5.large"], jobs(2), backoff=backoff, zones=["us-east-1a"])
     assert decision.launch == {} and "backing off: m5.large" in decision.reason
+    for _failure in range(3):  # the fifth failure in a row: stopped, and the log says so
+        backoff.record_failure("m5.large", "us-east-1a", NOW - 10)
+    decision = decide(types, ["m5.large"], jobs(2), backoff=backoff, zones=["us-east-1a"])
+    assert decision.launch == {} and "not trying m5.large/us-east-1a after 5 capacity failures" in decision.reason
     # another zone is a pool of its own
     assert decide(types, both, jobs(2), backoff=backoff, zones=["us-east-1a", "us-east-1b"]).launch == {
         "m5.large": 1}
