@@ -63,6 +63,9 @@ IMPLIED_ACTIONS = {
 # Called by the condor_annex tool (HTCondor 23.x/24.0) with this setup, not by the collection:
 # before every launch it invokes HTCondorAnnex-CheckConnectivity (src/annex/CheckConnectivity.cpp).
 CONDOR_ANNEX_ACTIONS = {"lambda:InvokeFunction"}
+# Read by the autoscaler's prices (plugins/module_utils/pricing.py), which runs on the master, not
+# in this flow: on-demand prices from the Price List API, Spot prices from the price history.
+AUTOSCALER_ACTIONS = {"pricing:GetProducts", "ec2:DescribeSpotPriceHistory"}
 # Request names that differ from the IAM action they need.
 REQUEST_TO_ACTION = {
     ("s3", "HeadObject"): {"s3:GetObject"},
@@ -314,7 +317,7 @@ def test_policy_actions_are_exactly_what_the_code_needs(iam_flow):
     stack_side = stack_side_actions()
     allowed = policy_actions(shipped_policy())
     assert made <= allowed, f"requests the policy does not allow: {made - allowed}"
-    needed = made | stack_side | IMPLIED_ACTIONS | CONDOR_ANNEX_ACTIONS
+    needed = made | stack_side | IMPLIED_ACTIONS | CONDOR_ANNEX_ACTIONS | AUTOSCALER_ACTIONS
     assert allowed == needed, (f"in the policy but not needed: {sorted(allowed - needed)}; "
                                f"needed but missing: {sorted(needed - allowed)}")
 
