@@ -375,7 +375,8 @@ requested:
   returned: when state=present
   type: int
 live:
-  description: Live instances (on-demand) or live target capacity (Spot Fleet) after the run.
+  description:
+    - Live instances (or their vCPUs with O(capacity_unit=vcpus)) or live target capacity (Spot Fleet) after the run.
   returned: always
   type: int
 lease_expiration:
