@@ -76,6 +76,7 @@ BOOT_FAILURE_TAG = "htcondor-annex:boot-failure"
 SPOT_NOTICE_TAG = "htcondor-annex:spot-notice"
 AGENT_SELF_TAGS = (BOOT_FAILURE_TAG, SPOT_NOTICE_TAG)
 SPOT_NOTICE_ATTR = "AnnexSpotNotice"
+JOB_ROLE_NAME = "HTCondorAnnex-JobRole-%s"  # % region
 
 # Pools (an instance type in a subnet) where a fleet launch of the annex failed for want of
 # capacity are remembered with the annex, not on the controller: one tag of the annex's launch
@@ -106,7 +107,6 @@ def pools_failed(tags):
         except (TypeError, ValueError):
             continue
     return found
-JOB_ROLE_NAME = "HTCondorAnnex-JobRole-%s"  # % region
 
 
 def metadata_options(boot_agent, allow_imdsv1=False, metadata_tags=True):

@@ -768,9 +768,9 @@ class Annex:
     def vcpus(self, instance_types_):
         """{type: DefaultVCpus} of these types: one DescribeInstanceTypes for those not looked up yet."""
         missing = sorted(set(instance_types_) - set(self._vcpus))
-        if missing:
-            self._vcpus.update(fleet.vcpu_weights(self.ec2, missing + [t for t in instance_types(self.params)
-                                                                        if t not in self._vcpus and t not in missing]))
+        if missing:  # the listed types in the same call
+            listed = [t for t in instance_types(self.params) if t not in self._vcpus and t not in missing]
+            self._vcpus.update(fleet.vcpu_weights(self.ec2, missing + listed))
         return dict((t, self._vcpus[t]) for t in instance_types_)
 
     def capacity_of(self, instances):

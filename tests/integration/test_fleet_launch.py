@@ -284,11 +284,12 @@ def test_capacity_in_vcpus_weights_each_type_by_its_vcpus(rig, calls):
     again = launch(rig, "vcpu1", **args)
     assert again["changed"] is False and again["live"] == result["live"], again
     assert "CreateFleet" not in calls["operations"]
-    grown = launch(rig, "vcpu1", **dict(args, count=12))
+    grown = launch(rig, "vcpu1", capacity_unit="vcpus", instance_types=args["instance_types"], count=12)
     assert grown["changed"] and len(grown["launched_instance_ids"]) == 1 and grown["live"] == 12, grown
     assert calls["fleets"][-1]["TargetCapacitySpecification"]["TotalTargetCapacity"] == 4
     # max_instances caps instances: 20 more vCPUs could take 10 m5.large (2 vCPUs) on top of 3
-    refused = launch(rig, "vcpu1", **dict(args, count=32, max_instances=12))
+    refused = launch(rig, "vcpu1", capacity_unit="vcpus", instance_types=args["instance_types"], count=32,
+                     max_instances=12)
     assert refused["failed"] and "may take up to 10 instances" in refused["msg"], refused
     assert "above max_instances (12)" in refused["msg"] and len(instances(rig, "vcpu1")) == 3
 
