@@ -25,6 +25,9 @@ expires (epoch seconds), its lifetime, and the recent launches under it.
   then kept in state "released" rather than deleted), and the next holder counts those launches
   of the last RECENT_LAUNCH_WINDOW seconds that are not listed yet and not listed as ended. A
   release with no recent launch to hand on deletes the object.
+- A lock created at the first attempt (no lock object: no run holds it, and none launched within
+  RECENT_LAUNCH_WINDOW, since a release after a launch keeps the object) leaves the count the run
+  made just before standing: created_at_once tells the caller it need not count again.
 - Right before the launch call (a botocore before-call hook) a holder whose lock has run for half
   its lifetime renews it (If-Match); if it was taken over meanwhile, the run launches nothing.
 
@@ -120,6 +123,7 @@ class AnnexLock:
         self.etag = None  # of the lock object as this run last wrote it, while held
         self._maybe_written = False  # a lock write failed in a way that may have taken effect
         self.acquired = None
+        self.created_at_once = False  # acquire() created the lock object at its first attempt
         self._fresh_since = None  # monotonic time the last write of a held lock was sent
         self.previous = []  # recent launches recorded by earlier holders
         self.launches = []  # this holder's
@@ -191,6 +195,8 @@ class AnnexLock:
         delay = BACKOFF_FIRST
         seen = None  # None: try to create the object
         lost = 0
+        self.created_at_once = False
+        first = True
         while True:
             sent = self._monotonic()
             try:
@@ -198,6 +204,7 @@ class AnnexLock:
                     self.acquired = None
                     self.etag = self._write(self._held_body(), IfNoneMatch="*")
                     self.previous = []
+                    self.created_at_once = first
                     break
                 if seen.holder.get("id") == self.holder["id"] and seen.state == HELD:
                     self.etag = seen.etag  # our own create, retried by botocore after it took effect
@@ -224,6 +231,7 @@ class AnnexLock:
                 self._wait(deadline, seen, delay)
                 delay = min(delay * 2, BACKOFF_MAX)
             seen = self._read()
+            first = False
         self.acquired = int(self.now())
         self._fresh_since = sent
         return self

@@ -78,6 +78,36 @@ AGENT_SELF_TAGS = (BOOT_FAILURE_TAG, SPOT_NOTICE_TAG)
 SPOT_NOTICE_ATTR = "AnnexSpotNotice"
 JOB_ROLE_NAME = "HTCondorAnnex-JobRole-%s"  # % region
 
+# Pools (an instance type in a subnet) where a fleet launch of the annex failed for want of
+# capacity are remembered with the annex, not on the controller: one tag of the annex's launch
+# template per pool, POOL_FAILED_TAG_PREFIX + "<type>/<subnet>" (subnet "default" without one) =
+# epoch seconds of the failure. Later runs skip them for pool_retry_minutes; a launch in the pool
+# removes its tag. EC2 tags: keys up to 128 characters, values up to 256, 50 tags a resource
+# (EC2 User Guide, "Tag restrictions"); the longest key here is about 80.
+POOL_FAILED_TAG_PREFIX = "htcondor-annex:pool-failed:"
+DEFAULT_POOL_RETRY_MINUTES = 30
+MAX_POOL_RETRY_MINUTES = 1440  # a day
+MAX_TAGS_PER_RESOURCE = 50
+
+
+def pool_failed_tag(instance_type, subnet_id):
+    return "%s%s/%s" % (POOL_FAILED_TAG_PREFIX, instance_type, subnet_id or "default")
+
+
+def pools_failed(tags):
+    """{(instance type, subnet id or None): epoch of the failure} from a launch template's tags
+    ({key: value}); malformed values are ignored."""
+    found = {}
+    for key, value in (tags or {}).items():
+        if not key.startswith(POOL_FAILED_TAG_PREFIX) or "/" not in key[len(POOL_FAILED_TAG_PREFIX):]:
+            continue
+        instance_type, subnet = key[len(POOL_FAILED_TAG_PREFIX):].split("/", 1)
+        try:
+            found[(instance_type, None if subnet == "default" else subnet)] = int(value)
+        except (TypeError, ValueError):
+            continue
+    return found
+
 
 def metadata_options(boot_agent, allow_imdsv1=False, metadata_tags=True):
     """MetadataOptions for a worker launch (RunInstances, launch templates).

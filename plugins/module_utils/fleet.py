@@ -21,6 +21,7 @@ from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
     AnnexAWSError, MANAGED_BY_KEY, MANAGED_BY_VALUE, call, error_code, is_not_found, paginate, tag_dict,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
+from ansible_collections.htcondor.annex.plugins.module_utils.network import CAPACITY_ERRORS
 
 LAUNCH_TEMPLATE_PREFIX = "htcondor-annex-"
 ON_DEMAND_STRATEGIES = ("prioritized", "lowest-price")
@@ -76,9 +77,9 @@ def delete_launch_templates(ec2, templates):
 
 
 def annex_launch_template(ec2, annex_id, data, template_tags, first_launch=False):
-    """(template id, version, created) of the annex's launch template holding `data`: a new
-    version of the one there is, else a new template. Two calls; one for an annex's first launch
-    (no live worker), which creates the template straight away (an old one: a new version)."""
+    """(template id, version, created, {tag: value}) of the annex's launch template holding `data`:
+    a new version of the one there is, else a new template. Two calls; one for an annex's first
+    launch (no live worker), which creates the template straight away (an old one: a new version)."""
     name = launch_template_name(annex_id)
     if not first_launch:
         found = _own_template(ec2, annex_id, name)
@@ -97,7 +98,7 @@ def annex_launch_template(ec2, annex_id, data, template_tags, first_launch=False
                        "rename or delete it, or use another annex name" % (name, MANAGED_BY_KEY))
         raise
     template = response["LaunchTemplate"]
-    return template["LaunchTemplateId"], str(template.get("LatestVersionNumber", 1)), True
+    return template["LaunchTemplateId"], str(template.get("LatestVersionNumber", 1)), True, {}
 
 
 def _own_template(ec2, annex_id, name):
@@ -110,19 +111,62 @@ def _own_template(ec2, annex_id, name):
 def _new_version(ec2, template, data):
     response = call(ec2, "CreateLaunchTemplateVersion", LaunchTemplateId=template["LaunchTemplateId"],
                     LaunchTemplateData=data)
-    return template["LaunchTemplateId"], str(response["LaunchTemplateVersion"]["VersionNumber"]), False
+    return (template["LaunchTemplateId"], str(response["LaunchTemplateVersion"]["VersionNumber"]), False,
+            tag_dict(template.get("Tags")))
+
+
+# ---------- pools that failed, remembered with the annex ----------
+def recently_failed(template_tags, now, minutes):
+    """{pool key: epoch} of the pools whose failure is younger than `minutes`."""
+    return dict((key, at) for key, at in proto.pools_failed(template_tags).items() if now - at < minutes * 60)
+
+
+def remember_pools(ec2, template_id, template_tags, outcome, now):
+    """Tag the annex's launch template with the pools that failed for want of capacity in this run,
+    and untag the pools that launched workers (and failures older than a day, so stale tags do not
+    crowd the 50 a resource allows). At most one CreateTags and one DeleteTags, none when nothing
+    changes. Returns the pools that could not be remembered (no tag left), else []."""
+    known = proto.pools_failed(template_tags)
+    failed = sorted(set(key for key, code, _message in outcome.errors if key and code in CAPACITY_ERRORS))
+    launched = set((i["InstanceType"], i["SubnetId"]) for i in outcome.instances)
+    stale = [key for key, at in known.items()
+             if key in launched or now - at >= proto.MAX_POOL_RETRY_MINUTES * 60]
+    stale = [key for key in stale if key not in failed]
+    if stale:
+        call(ec2, "DeleteTags", Resources=[template_id],
+             Tags=[dict(Key=proto.pool_failed_tag(*key)) for key in sorted(stale)])
+    room = proto.MAX_TAGS_PER_RESOURCE - (len(template_tags or {}) - len(stale))
+    new = [key for key in failed if key not in known]
+    kept = [key for key in failed if key in known] + new[:max(0, room)]
+    if kept:
+        call(ec2, "CreateTags", Resources=[template_id],
+             Tags=[dict(Key=proto.pool_failed_tag(*key), Value=str(int(now))) for key in sorted(kept)])
+    return new[max(0, room):]
 
 
 # ---------- pools and the fleet request ----------
-def pools(instance_types, subnets):
-    """[{InstanceType, SubnetId, AvailabilityZone, Priority}]: every type in every subnet, the
-    user's first type first (Priority 0 is launched first with prioritized). Without subnets
-    (a setup older than recorded subnets) one pool a type, in the default VPC."""
+def pools(instance_types, subnets, weights=None):
+    """[{InstanceType, SubnetId, AvailabilityZone, Priority, WeightedCapacity}]: every type in every
+    subnet, the user's first type first (Priority 0 is launched first with prioritized). Without
+    subnets (a setup older than recorded subnets) one pool a type, in the default VPC. weights
+    ({type: capacity units}, e.g. vCPUs): what one instance of the type counts; None: 1 each."""
     found = []
     for priority, instance_type in enumerate(instance_types):
         for subnet in subnets or [{}]:
             found.append(dict(InstanceType=instance_type, SubnetId=subnet.get("SubnetId"),
-                              AvailabilityZone=subnet.get("AvailabilityZone"), Priority=float(priority)))
+                              AvailabilityZone=subnet.get("AvailabilityZone"), Priority=float(priority),
+                              WeightedCapacity=weights[instance_type] if weights else None))
+    return found
+
+
+def vcpu_weights(ec2, instance_types):
+    """{type: DefaultVCpus} of the types, in one DescribeInstanceTypes (it takes up to 100)."""
+    response = call(ec2, "DescribeInstanceTypes", InstanceTypes=sorted(set(instance_types)))
+    found = dict((t["InstanceType"], int(t["VCpuInfo"]["DefaultVCpus"])) for t in response.get("InstanceTypes") or [])
+    missing = sorted(set(instance_types) - set(found))
+    if missing:
+        raise AnnexAWSError("instance type %s is not offered in this region (DescribeInstanceTypes does not know it)"
+                            % ", ".join(missing), code="InvalidInstanceType")
     return found
 
 
@@ -146,6 +190,8 @@ def fleet_request(template, pools_, capacity, spot, allocation_strategy, all_or_
             override["SubnetId"] = pool["SubnetId"]
         if not spot and allocation_strategy == "prioritized":
             override["Priority"] = pool["Priority"]
+        if pool.get("WeightedCapacity"):  # a double in the EC2 model; what one instance of the type counts
+            override["WeightedCapacity"] = float(pool["WeightedCapacity"])
         overrides.append(override)
     specification = dict(LaunchTemplateId=template[0], Version=template[1])
     market = "spot" if spot else "on-demand"
@@ -175,6 +221,10 @@ class FleetLaunch:
     @property
     def instance_ids(self):
         return [i["InstanceId"] for i in self.instances]
+
+    def capacity(self, weights=None):
+        """The capacity launched: instances, or their weights (e.g. vCPUs)."""
+        return sum((weights or {}).get(i["InstanceType"], 1) for i in self.instances)
 
     def failed_pools(self):
         return set(key for key, _code, _message in self.errors if key)
@@ -210,19 +260,20 @@ class FleetLaunch:
         return "; ".join(seen)
 
 
-def launch(ec2, build, pools_, capacity, token, new_token):
-    """Launch `capacity` instances with CreateFleet over `pools_`; the shortfall is retried once
-    without the pools that reported errors (bounded: at most 1 + RETRIES calls). build(pools,
-    capacity, token) gives the request. Returns a FleetLaunch; raises only on a refused call."""
+def launch(ec2, build, pools_, capacity, token, new_token, weights=None):
+    """Launch `capacity` (instances, or units of `weights`) with CreateFleet over `pools_`; the
+    shortfall is retried once without the pools that reported errors (bounded: at most 1 + RETRIES
+    calls). build(pools, capacity, token) gives the request. Returns a FleetLaunch; raises only on
+    a refused call."""
     outcome = FleetLaunch()
     zones = dict((p["SubnetId"], p["AvailabilityZone"]) for p in pools_ if p["SubnetId"])
     remaining = list(pools_)
     for attempt in range(1 + RETRIES):
-        shortfall = capacity - len(outcome.instances)
+        shortfall = capacity - outcome.capacity(weights)
         response = call(ec2, "CreateFleet", **build(remaining, shortfall, token if not attempt else new_token()))
         outcome.add(response, zones)
         failed = outcome.failed_pools()
         remaining = [p for p in remaining if pool_key(p) not in failed]
-        if len(outcome.instances) >= capacity or not failed or not remaining:
+        if outcome.capacity(weights) >= capacity or not failed or not remaining:
             break
     return outcome

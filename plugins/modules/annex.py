@@ -18,9 +18,19 @@ description:
   - Uploads the worker configuration tarball C(config-<name>.tar.gz) (rendered for the pool's HTCondor
     version; holds the pool password, which goes nowhere else) to the private setup bucket, with the lease
     (its end and duration) as the object's metadata, in one C(PutObject), then launches the workers with one
-    C(RunInstances) per subnet, spread over the subnets' zones (one C(CreateFleet) of type C(instant) over
-    types x subnets with O(instance_types) or O(spot=true), one C(RequestSpotFleet) with O(slots)). Every 5
-    minutes the setup's lease function ends the annexes whose lease has ended.
+    C(CreateFleet) of type C(instant) from the annex's launch template C(htcondor-annex-<name>), over every
+    instance type (O(instance_types), else O(instance_type)) in every subnet of the setup (the pools), so a type or
+    zone without capacity does not refuse the launch. Every 5 minutes the setup's lease function ends the annexes
+    whose lease has ended.
+  - Two exceptions keep the older calls. O(slots) with O(spot_fleet_config) makes one C(RequestSpotFleet) (a one-shot
+    request, as C(condor_annex) does; Spot Fleet is what AWS calls a legacy API, prefer O(spot=true)). An image
+    without the collection's boot agent (O(allow_imdsv1)) is launched with one C(RunInstances) per subnet, spread
+    over the subnets' zones, since its stock C(condor-annex-ec2) boot script learns its AnnexID from the instance's
+    client token, which instances launched by a fleet do not carry (they are found by the annex name tag).
+  - Capacity. By default a launch takes what capacity there is (O(all_or_nothing) otherwise); the pools that
+    report an error are named in the result, and the shortfall is retried once in the others. Pools that failed
+    for want of capacity are remembered with the annex (tags of its launch template) and skipped by later runs for
+    O(pool_retry_minutes). O(count) counts instances, or vCPUs with O(capacity_unit=vcpus).
   - The lease is also enforced on the workers, whose HTCondor exits at lease end so the instance halts
     and terminates even if the cloud-side schedule fails.
   - Idempotent. The same O(count) twice launches nothing the second time; a larger O(count) launches
@@ -32,7 +42,9 @@ description:
   - A failed launch leaves the tarball and its lease in place (without workers they bill nothing, and the
     lease function deletes them when the lease ends), since the launch may have taken effect with its reply
     lost and workers must never run without a lease. Every run that finds live workers puts back a missing or
-    lease-less tarball.
+    lease-less tarball. One exception, the first launch of an annex (no live worker) that EC2 answers with no
+    instance in any pool (a definitive answer, not a failed call), leaves nothing (no launch template, tarball or
+    lease).
   - O(state=absent) runs C(condor_off -annex NAME) where HTCondor is reachable, cancels the annex's Spot
     Fleet requests (terminating their instances), terminates its instances, deletes its launch template, its tarball and lease,
     and the lease rules C(condor_annex) made for it (found through the lease functions; a rule is deleted
@@ -70,8 +82,31 @@ options:
     default: present
   count:
     description:
-      - Number of on-demand instances the annex should have (pending or running). Mutually exclusive with O(slots).
+      - Number of instances the annex should have (pending or running), on-demand or with O(spot=true) Spot; with
+        O(capacity_unit=vcpus) the number of vCPUs. Mutually exclusive with O(slots).
     type: int
+  capacity_unit:
+    description:
+      - What O(count) counts. C(instances) (each instance counts 1), or C(vcpus), so annexes of mixed instance sizes
+        add up to what was asked. With C(vcpus) one C(DescribeInstanceTypes) gives each listed type's default vCPUs,
+        the weight (C(WeightedCapacity)) of its pools in the fleet; the annex's live capacity is the sum of its live
+        instances' vCPUs (a run with live workers makes that call too). A fleet may overshoot by less than one
+        instance.
+      - O(max_instances) still caps instances; with C(vcpus) a launch is refused if the shortfall, launched in the
+        smallest listed type, could exceed it.
+      - C(vcpus) needs a fleet launch (an image with the boot agent).
+    type: str
+    choices: [instances, vcpus]
+    default: instances
+  pool_retry_minutes:
+    description:
+      - Minutes a pool (an instance type in a subnet) that failed for want of capacity (C(InsufficientInstanceCapacity)
+        and the like) is left out of later launches of the annex, unless no other pool is left; 0 to 1440.
+      - The failures are remembered with the annex, not on the controller, as tags of its launch template
+        C(htcondor-annex:pool-failed:<type>/<subnet>) = the time of the failure; a launch in the pool removes its tag.
+        A launch with no failed pool and none to forget makes no extra call.
+    type: int
+    default: 30
   slots:
     description:
       - Spot Fleet target capacity of the annex. Needs O(spot_fleet_config). Mutually exclusive with O(count).
@@ -82,7 +117,7 @@ options:
         must hold C(IamFleetRole) and C(LaunchSpecifications).
     type: path
   instance_type:
-    description: EC2 instance type of on-demand workers (the simple case of O(instance_types)).
+    description: EC2 instance type of the workers (the simple case of O(instance_types), one pool per subnet).
     type: str
     default: t3.micro
   instance_types:
@@ -90,19 +125,20 @@ options:
       - EC2 instance types of the workers, most wanted first; replaces O(instance_type) when given.
       - The workers are launched with one C(CreateFleet) of type C(instant) from the annex's launch template
         C(htcondor-annex-<name>), over every type in every subnet of the setup (or O(subnet_ids)), so a type or
-        zone without capacity does not refuse the launch. Also the path of O(spot=true).
-      - Every type must run the same worker image (one architecture).
+        zone without capacity does not refuse the launch (the same with one type).
+      - Every type must run the same worker image (one architecture). Needs an image with the boot agent.
     type: list
     elements: str
   spot:
     description:
       - Launch the O(count) workers as Spot Instances with C(CreateFleet) (allocation strategy
-        C(price-capacity-optimized)), without a Spot Fleet config file. Not with O(slots).
+        C(price-capacity-optimized)), without a Spot Fleet config file. Not with O(slots). Needs an image with the
+        boot agent.
     type: bool
     default: false
   allocation_strategy:
     description:
-      - How an on-demand fleet (O(instance_types)) chooses among the pools. C(prioritized) launches the types in
+      - How an on-demand fleet chooses among the pools. C(prioritized) launches the types in
         the order of O(instance_types); C(lowest-price) the cheapest first. Spot annexes always use
         C(price-capacity-optimized).
     type: str
@@ -110,7 +146,7 @@ options:
     default: prioritized
   all_or_nothing:
     description:
-      - With a fleet launch (O(instance_types) or O(spot=true)), launch all the missing workers or none (the fleet's
+      - Launch all the missing workers or none (the fleet's
         C(MinTargetCapacity), which EC2 allows only with all instances of one type; at most 1000 a launch). By
         default a launch takes what capacity there is, and the shortfall is retried once in the pools that did not
         report an error.
@@ -118,7 +154,7 @@ options:
     default: false
   max_price_per_hour:
     description:
-      - With a fleet launch, the most (US dollars an hour) the instances launched by one run may cost together, as
+      - The most (US dollars an hour) the instances launched by one run may cost together, as
         the fleet's C(MaxTotalPrice), for on-demand and Spot. EC2 launches fewer workers rather than exceed it.
     type: float
   ami_id:
@@ -188,7 +224,9 @@ options:
     type: dict
     default: {}
   max_instances:
-    description: Cost guard; refuses any launch that would bring the annex above this many instances (or slots).
+    description:
+      - Cost guard; refuses any launch that would bring the annex above this many instances (or slots), also with
+        O(capacity_unit=vcpus).
     type: int
     default: 20
   password_file:
@@ -231,9 +269,12 @@ options:
     description:
       - Subnets to launch the workers into, overriding the ones M(htcondor.annex.annex_setup) recorded
         (by default every subnet of the setup's VPC). They must be in the VPC of the workers' security group.
-      - On-demand workers are spread evenly over the subnets' availability zones, one C(RunInstances) per
-        subnet (each with its own client token C(<name>_<uuid>)); a zone without capacity for the instance
-        type passes its share on to the next subnet.
+        The recorded ones cost no call; this option one C(DescribeSubnets) a launch.
+      - With a fleet launch every subnet is a pool of each instance type; EC2 picks where the capacity is
+        (C(prioritized), the first type first), so the workers are not spread over the zones.
+      - Workers of an image without the boot agent are spread evenly over the subnets' availability zones, one
+        C(RunInstances) per subnet (each with its own client token C(<name>_<uuid>)); a zone without capacity for the
+        instance type passes its share on to the next subnet.
       - With Spot Fleet, every launch specification of O(spot_fleet_config) that names no subnet itself is
         repeated once per subnet, so AWS can pick the zone.
     type: list
@@ -275,7 +316,24 @@ EXAMPLES = r'''
     count: 2
     ami_id: ami-0123456789abcdef0
 
-- name: A Spot Fleet annex of 10 slots from the console's JSON export
+- name: A Spot annex of mixed types over the setup's subnets, at most $2.50 an hour for what it launches
+  htcondor.annex.annex:
+    name: SpotMix
+    count: 16
+    spot: true
+    instance_types: [c5.large, c5a.large, m5.large, m6i.large]
+    max_price_per_hour: 2.5
+
+- name: 64 vCPUs of on-demand workers, whatever sizes have capacity, never more than 16 instances
+  htcondor.annex.annex:
+    name: Cores
+    count: 64
+    capacity_unit: vcpus
+    instance_types: [c5.4xlarge, c5.2xlarge, m5.2xlarge]
+    allocation_strategy: lowest-price
+    max_instances: 16
+
+- name: A Spot Fleet annex of 10 slots from the console's JSON export (legacy; prefer spot=true)
   htcondor.annex.annex:
     name: SpotAnnex
     slots: 10
@@ -317,7 +375,8 @@ requested:
   returned: when state=present
   type: int
 live:
-  description: Live instances (on-demand) or live target capacity (Spot Fleet) after the run.
+  description:
+    - Live instances (or their vCPUs with O(capacity_unit=vcpus)) or live target capacity (Spot Fleet) after the run.
   returned: always
   type: int
 lease_expiration:
@@ -327,17 +386,18 @@ lease_expiration:
   sample: "2025-01-01T20:00:00Z"
 client_token:
   description:
-    - Client token of this run's launch (C(<name>_<uuid>)), or null if nothing was launched. A launch spread
-      over several subnets makes one C(RunInstances) per subnet, each with its own token; this is the first.
+    - Client token of this run's launch (C(<name>_<uuid>)), or null if nothing was launched, that of the first
+      C(CreateFleet) (a retry of the shortfall has its own). A launch of an image without the boot agent makes one
+      C(RunInstances) per subnet, each with its own token; this is the first.
   returned: always
   type: str
 fleet_launch:
   description:
-    - What this run's fleet launch (O(instance_types) or O(spot=true)) gave. C(instances) lists each launched
+    - What this run's fleet launch gave. C(instances) lists each launched
       instance with its C(InstanceType), C(SubnetId), C(AvailabilityZone) and C(Lifecycle) (C(on-demand) or
       C(spot)); C(errors) the pools (type in subnet) that failed and why; C(fleet_ids) the instant fleets (records
       AWS keeps; nothing to cancel); C(max_price_per_hour) the price cap.
-  returned: when a fleet launch was made
+  returned: when a fleet launch was made (every launch of an image with the boot agent)
   type: dict
 spot_fleet_request_ids:
   description: Spot Fleet requests of the annex.
@@ -380,6 +440,7 @@ import json
 import math
 import os
 import re
+import time
 from datetime import datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
@@ -413,6 +474,7 @@ DEFAULT_PASSWORD_FILE = "/etc/condor/passwords.d/POOL"
 INSTANCE_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9-]*\.[a-z0-9-]+")
 AMI_ID_RE = re.compile(r"ami-[0-9a-zA-Z]+")
 COLLECTOR_HOST_RE = re.compile(r"[A-Za-z0-9_.:\[\]-]+")
+CAPACITY_UNITS = ("instances", "vcpus")
 SETUP_KEYS = ("bucket", "odi_lease_function_arn", "sfr_lease_function_arn", "instance_profile_arn",
               "security_group_id", "key_name")
 
@@ -449,6 +511,8 @@ def argument_spec():
         spot=dict(type="bool", default=False),
         allocation_strategy=dict(type="str", default="prioritized", choices=list(fleet.ON_DEMAND_STRATEGIES)),
         all_or_nothing=dict(type="bool", default=False),
+        capacity_unit=dict(type="str", default="instances", choices=list(CAPACITY_UNITS)),
+        pool_retry_minutes=dict(type="int", default=proto.DEFAULT_POOL_RETRY_MINUTES),
         max_price_per_hour=dict(type="float"),
         ami_id=dict(type="str"),
         duration=dict(type="float", default=8.0),
@@ -473,6 +537,11 @@ def argument_spec():
 
 class InputError(Exception):
     pass
+
+
+class NothingLaunched(AnnexAWSError):
+    """A definitive fleet answer with no instance on an annex's first launch: what the run wrote for
+    it (tarball and lease, launch template) was removed again, so nothing is left."""
 
 
 def load_spot_fleet_config(path):
@@ -507,9 +576,19 @@ def instance_types(params):
     return list(params["instance_types"] or [params["instance_type"]])
 
 
-def launches_fleet(params):
-    """Whether the on-demand/Spot count is launched with CreateFleet (else RunInstances, one type)."""
-    return bool(params["instance_types"] or params["spot"])
+def launches_fleet(boot_agent):
+    """Whether the count is launched with CreateFleet (instant): every image with the boot agent.
+    RunInstances stays only for images without it (allow_imdsv1): their stock condor-annex-ec2 boot
+    script learns its AnnexID from the instance's client token (cut at its first "_"), which an
+    instance launched by a fleet does not carry (the fleet's token is the fleet's, not the
+    instance's), so such a worker could not tell its annex and would never join."""
+    return bool(boot_agent)
+
+
+def counts_vcpus(params):
+    """Whether count is vCPUs (capacity_unit=vcpus: each instance counts its type's DefaultVCpus,
+    the fleet's WeightedCapacity) rather than instances."""
+    return params["capacity_unit"] == "vcpus" and params["slots"] is None
 
 
 def validate(params):
@@ -546,7 +625,7 @@ def validate(params):
     what, number = ("count", count) if count is not None else ("slots", slots)
     if number < 1:
         raise InputError("%s must be at least 1 (got %d); to remove an annex use state=absent" % (what, number))
-    if number > params["max_instances"]:
+    if number > params["max_instances"] and not counts_vcpus(params):  # vCPUs: capped where launched
         raise InputError("%s %d is above max_instances (%d), the cost guard; raise max_instances if you "
                          "really want that many" % (what, number, params["max_instances"]))
     for option in ("duration", "idle"):
@@ -569,8 +648,11 @@ def validate(params):
                                     params["allocation_strategy"])
         if error:
             raise InputError(error)
-    elif params["spot"] or params["instance_types"]:
-        raise InputError("spot and instance_types go with count; slots is for a spot_fleet_config file")
+        if not 0 <= params["pool_retry_minutes"] <= proto.MAX_POOL_RETRY_MINUTES:
+            raise InputError("pool_retry_minutes must be 0 to %d (a day; got %d)" % (
+                proto.MAX_POOL_RETRY_MINUTES, params["pool_retry_minutes"]))
+    elif params["spot"] or params["instance_types"] or params["capacity_unit"] != CAPACITY_UNITS[0]:
+        raise InputError("spot, instance_types and capacity_unit go with count; slots is for a spot_fleet_config file")
     spot_config = None if count is not None else load_spot_fleet_config(params["spot_fleet_config"])
     for owner in params["owners"] or []:
         if not proto.OWNER_RE.fullmatch(owner):
@@ -616,6 +698,8 @@ class Annex:
         self._subnets = None  # subnets(): looked up once per run
         self._user_config = None
         self._metadata_note = False
+        self._vcpus = {}  # {instance type: DefaultVCpus}, looked up only with capacity_unit=vcpus
+        self._launched_capacity = {}  # {instance id: capacity} of this run's launch (the lock records it)
 
     # ---------- reading state ----------
     def live_instances(self, states=LIVE_INSTANCE_STATES):
@@ -677,6 +761,43 @@ class Annex:
         run an HTCondor tool); raise InputError if one is unusable."""
         self.host = dict(collector=self.collector(), version=self.version(), password=self.password_bytes())
 
+    # ---------- capacity ----------
+    def unit(self):
+        return "vCPUs" if counts_vcpus(self.params) else "instances"
+
+    def vcpus(self, instance_types_):
+        """{type: DefaultVCpus} of these types: one DescribeInstanceTypes for those not looked up yet."""
+        missing = sorted(set(instance_types_) - set(self._vcpus))
+        if missing:  # the listed types in the same call
+            listed = [t for t in instance_types(self.params) if t not in self._vcpus and t not in missing]
+            self._vcpus.update(fleet.vcpu_weights(self.ec2, missing + listed))
+        return dict((t, self._vcpus[t]) for t in instance_types_)
+
+    def capacity_of(self, instances):
+        """{instance id: what it counts}: 1, or its type's vCPUs with capacity_unit=vcpus."""
+        if not counts_vcpus(self.params):
+            return dict((i["InstanceId"], 1) for i in instances)
+        weights = self.vcpus([i["InstanceType"] for i in instances])
+        return dict((i["InstanceId"], weights[i["InstanceType"]]) for i in instances)
+
+    def check_instance_cap(self, spot, live, to_launch):
+        """Refuse a launch that could bring the annex above max_instances instances (or slots). With
+        vCPUs, the most instances the launch could take: the shortfall in the smallest listed type."""
+        if spot or not counts_vcpus(self.params):
+            if live + to_launch > self.params["max_instances"]:
+                raise InputError("launching %d more would bring annex %s to %d, above max_instances (%d)" % (
+                    to_launch, self.name, live + to_launch, self.params["max_instances"]))
+            return
+        weights = self.vcpus(instance_types(self.params))
+        smallest = min(weights, key=lambda t: (weights[t], t))
+        most = int(math.ceil(float(to_launch) / weights[smallest]))
+        have = len(self.result["instance_ids"])
+        if have + most > self.params["max_instances"]:
+            raise InputError("launching %d more vCPUs may take up to %d instances (%s has %d vCPUs) and bring annex %s "
+                             "to %d instances, above max_instances (%d)" % (
+                                 to_launch, most, smallest, weights[smallest], self.name, have + most,
+                                 self.params["max_instances"]))
+
     # ---------- present ----------
     def present(self):
         spot = self.params["slots"] is not None
@@ -688,9 +809,9 @@ class Annex:
             live = sum(int(f["SpotFleetRequestConfig"].get("TargetCapacity", 0)) for f in fleets)
             self.result["spot_fleet_request_ids"] = [f["SpotFleetRequestId"] for f in fleets]
         else:
-            instances = self.live_instances()
-            live = len(instances)
-            self.result["instance_ids"] = sorted(instances)
+            instances = find_instances(self.ec2, self.name, LIVE_INSTANCE_STATES)
+            self.result["instance_ids"] = sorted(i["InstanceId"] for i in instances)
+            live = sum(self.capacity_of(instances).values())
         bucket = self.bucket()
         old_duration, old_end = self.read_lease(bucket)
         to_launch = max(0, requested - live)
@@ -724,9 +845,7 @@ class Annex:
                     self.notes.append("lease moved to %s (cloud side; running workers keep their worker-side "
                                       "stop time %s)" % (proto.iso8601(lease_end), proto.iso8601(old_end)))
             return self.finish()
-        if live + to_launch > self.params["max_instances"]:
-            raise InputError("launching %d more would bring annex %s to %d, above max_instances (%d)" % (
-                to_launch, self.name, live + to_launch, self.params["max_instances"]))
+        self.check_instance_cap(spot, live, to_launch)
         setup = self.setup()
         if setup["bucket"] != bucket:
             # user_config named another bucket than the setup's stacks: the stacks win.
@@ -744,11 +863,11 @@ class Annex:
             self.subnets(setup)
         self.changed = True
         if self.module.check_mode:
-            self.notes.append("would launch %d %s%s" % (to_launch, "slots" if spot else "instances",
+            self.notes.append("would launch %d %s%s" % (to_launch, "slots" if spot else self.unit(),
                                                         "" if spot else " from %s" % self.result["ami_id"]))
             return self.finish()
         self.launch_exactly(setup, spot, requested, lambda shortfall: self.launch(
-            setup, spot, shortfall, lease_end))
+            setup, spot, shortfall, lease_end), counted=live)
         return self.finish()
 
     def present_in(self, bucket):
@@ -796,6 +915,16 @@ class Annex:
                 "worker image built by build_worker_ami.yml (omit ami_id), or accept the risk with "
                 "allow_imdsv1=true (refused in accounts that enforce IMDSv2)" % (
                     self.result["ami_id"], proto.BOOT_AGENT_IMAGE_TAG))
+        fleet_only = [what for what, asked in (("spot=true", self.params["spot"]),
+                                               ("several instance_types", len(instance_types(self.params)) > 1),
+                                               ("capacity_unit=vcpus", counts_vcpus(self.params)))
+                      if asked]
+        if fleet_only:
+            raise InputError(
+                "image %s has no %s tag, so its workers boot the stock condor-annex-ec2 script, which learns its "
+                "annex from the instance's client token; instances launched by an EC2 Fleet carry none, so %s "
+                "(a fleet launch) needs a worker image with the boot agent (build_worker_ami.yml)" % (
+                    self.result["ami_id"], proto.BOOT_AGENT_IMAGE_TAG, " and ".join(fleet_only)))
         if not stock_boot_script_granted(setup):
             raise InputError(
                 "image %s boots the stock condor-annex-ec2 script, which finds its bucket through IAM "
@@ -847,6 +976,8 @@ class Annex:
 
     def launch(self, setup, spot, to_launch, lease_end):
         token = proto.client_token(self.name)
+        if not spot:  # counted again under the lock: the cap with what is live now, before any write
+            self.check_instance_cap(spot, self.result["live"], to_launch)
         # Tarball and lease first, in one PutObject: no worker ever runs without them. Nothing
         # removes them when the launch fails: a lease without instances bills nothing (the sweep
         # deletes it when it ends), and a failure may come after the launch took effect (a lost
@@ -858,11 +989,14 @@ class Annex:
                 self.result["spot_fleet_request_ids"].append(request_id)
                 self.result["live"] += to_launch
             else:
-                launched = self.launch_fleet(setup, token, to_launch) if launches_fleet(self.params) else \
+                launched = self.launch_fleet(setup, token, to_launch) if launches_fleet(self.result["boot_agent"]) else \
                     self.run_instances(setup, token, to_launch)
                 self.result["launched_instance_ids"] = launched
                 self.result["instance_ids"] = sorted(self.result["instance_ids"] + launched)
-                self.result["live"] = len(self.result["instance_ids"])
+                self.result["live"] = len(self.result["instance_ids"]) if not counts_vcpus(self.params) else \
+                    self.result["live"] + sum(self._launched_capacity.get(i, 1) for i in launched)
+        except NothingLaunched:
+            raise
         except AnnexAWSError as exc:
             raise AnnexAWSError(
                 "%s; the tarball %s and its lease (until %s) stay in place: without workers they bill "
@@ -872,7 +1006,7 @@ class Annex:
                 code=exc.code)
         self.result["client_token"] = token
         self.notes.append("launched %d %s for annex %s (client token %s)" % (
-            to_launch, "slots" if spot else "instances", self.name, token))
+            to_launch, "slots" if spot else self.unit(), self.name, token))
 
     def metadata_options(self):
         """The workers' instance metadata settings (one home for every launch path that can set
@@ -925,9 +1059,12 @@ class Annex:
         return subnets
 
     def run_instances(self, setup, token, count):
-        """Launch `count` workers spread over the subnets' zones: one RunInstances per subnet (it
-        takes one SubnetId), each with its own client token (the first is `token`). A subnet
-        without capacity passes its share to the next. Returns the launched instance ids."""
+        """Launch `count` workers from an image WITHOUT the boot agent (stock condor-annex-ec2 script,
+        allow_imdsv1; every other launch is a fleet's, launch_fleet): that script finds its AnnexID in
+        the instance's client token, which only RunInstances gives an instance. Spread over the
+        subnets' zones: one RunInstances per subnet (it takes one SubnetId), each with its own client
+        token (the first is `token`). A subnet without capacity passes its share to the next.
+        Returns the launched instance ids."""
         plan = network.split_over_zones(self.subnets(setup), count, offset=self.result["live"]) or [(None, count)]
         launched, carry, refused = [], 0, []
         for subnet_id, share in plan:
@@ -954,12 +1091,12 @@ class Annex:
                                                        "; %d of %d workers not launched" % (carry, count)))
         if not launched:
             raise AnnexAWSError("no subnet had capacity for %d %s workers (%s)" % (
-                count, self.params["instance_type"], "; ".join(refused)), code="InsufficientInstanceCapacity")
+                count, instance_types(self.params)[0], "; ".join(refused)), code="InsufficientInstanceCapacity")
         return launched
 
     def run_instances_in(self, setup, token, count, subnet_id):
         kwargs = dict(
-            ImageId=self.result["ami_id"], InstanceType=self.params["instance_type"], MinCount=count, MaxCount=count,
+            ImageId=self.result["ami_id"], InstanceType=instance_types(self.params)[0], MinCount=count, MaxCount=count,
             ClientToken=token, IamInstanceProfile={"Arn": setup["instance_profile_arn"]},
             SecurityGroupIds=[setup["security_group_id"]], InstanceInitiatedShutdownBehavior="terminate",
             TagSpecifications=self.tag_specifications(["instance", "volume"]),
@@ -997,26 +1134,66 @@ class Annex:
                                        params["all_or_nothing"], params["max_price_per_hour"],
                                        self.tag_specifications(["fleet"]), request_token)
 
-        pools = fleet.pools(instance_types(params), self.subnets(setup))
-        outcome = fleet.launch(self.ec2, build, pools, count, token, lambda: proto.client_token(self.name))
+        weights = self.vcpus(instance_types(params)) if counts_vcpus(params) else None
+        pools = fleet.pools(instance_types(params), self.subnets(setup), weights)
         zones = dict((p["SubnetId"], p["AvailabilityZone"]) for p in pools)
+        # pools that failed for want of capacity within pool_retry_minutes (the template's tags) are
+        # skipped, unless no other pool is left
+        now = time.time()
+        failed = fleet.recently_failed(template[3], now, params["pool_retry_minutes"])
+        usable = [p for p in pools if fleet.pool_key(p) not in failed]
+        if usable and len(usable) < len(pools):
+            self.notes.append("skipped pools without capacity within the last %d minutes: %s" % (
+                params["pool_retry_minutes"], ", ".join(fleet.pool_name(fleet.pool_key(p), zones)
+                                                        for p in pools if fleet.pool_key(p) in failed)))
+            pools = usable
+        outcome = fleet.launch(self.ec2, build, pools, count, token, lambda: proto.client_token(self.name), weights)
+        self._launched_capacity = dict((i["InstanceId"], (weights or {}).get(i["InstanceType"], 1))
+                                       for i in outcome.instances)
         price = "" if params["max_price_per_hour"] is None else "; price cap $%.4f an hour" % params["max_price_per_hour"]
         self.result["fleet_launch"] = dict(instances=outcome.instances, fleet_ids=outcome.fleet_ids,
                                            errors=outcome.error_text(zones) or None,
                                            max_price_per_hour=params["max_price_per_hour"])
         if not outcome.instances:
-            if template[2]:  # made by this run for nothing: a failed first launch leaves no template
+            message = "no pool had capacity for %d %s%s workers (%s)%s" % (
+                count, "vCPUs of " if weights else "", "Spot" if params["spot"] else "on-demand",
+                outcome.error_text(zones) or "no reason given", price)
+            if not self.result["instance_ids"]:
+                # The annex's first launch (no live worker) and EC2's definitive answer: no instance.
+                # Nothing is left of it (a raised or lost call never comes here: its workers may exist).
+                raise NothingLaunched(message + "; " + self.remove_unlaunched(setup, template[0]),
+                                      code="InsufficientInstanceCapacity")
+            if template[2]:  # made by this run for nothing
                 fleet.delete_launch_templates(self.ec2, [dict(LaunchTemplateId=template[0])])
-            raise AnnexAWSError("no pool had capacity for %d %s workers (%s)%s" % (
-                count, "Spot" if params["spot"] else "on-demand", outcome.error_text(zones) or "no reason given",
-                price), code="InsufficientInstanceCapacity")
+            else:
+                self.remember_pools(template, outcome, now)
+            raise AnnexAWSError(message, code="InsufficientInstanceCapacity")
+        self.remember_pools(template, outcome, now)
         note = "fleet launch: %s%s" % (outcome.summary(), price)
         if outcome.errors:
             note += "; pools that failed: %s" % outcome.error_text(zones)
-        if len(outcome.instances) < count:
-            note += "; %d of %d workers not launched (run again to retry)" % (count - len(outcome.instances), count)
+        launched = outcome.capacity(weights)
+        if launched < count:
+            note += "; %d of %d %s not launched (run again to retry)" % (
+                count - launched, count, "vCPUs" if weights else "workers")
         self.notes.append(note)
         return outcome.instance_ids
+
+    def remember_pools(self, template, outcome, now):
+        """The pools that failed for want of capacity, remembered with the annex (its launch
+        template's tags) for later runs; pools that launched workers forgotten."""
+        left_out = fleet.remember_pools(self.ec2, template[0], template[3], outcome, now)
+        if left_out:
+            self.notes.append("%d failed pools not remembered: the launch template has no tag left (EC2 allows %d)" % (
+                len(left_out), proto.MAX_TAGS_PER_RESOURCE))
+
+    def remove_unlaunched(self, setup, template_id):
+        """Remove what this run wrote for an annex none of whose workers was launched: its launch
+        template and its tarball with the lease (no worker can need them). The collection makes no
+        per-annex lease rule, so there is none to remove. Returns the words for the message."""
+        fleet.delete_launch_templates(self.ec2, [dict(LaunchTemplateId=template_id)])
+        delete_tarball(self.conn.client("s3"), setup["bucket"], self.name)
+        return "nothing was launched and nothing is left (launch template, tarball and lease removed)"
 
     def request_spot_fleet(self, setup, token, capacity, lease_end):
         config = json.loads(json.dumps(self.spot_config))
@@ -1052,14 +1229,19 @@ class Annex:
         return response["SpotFleetRequestId"]
 
     # ---------- launching under the annex's launch lock ----------
-    def launch_exactly(self, setup, spot, requested, launch):
+    def launch_exactly(self, setup, spot, requested, launch, counted=None):
         """launch(shortfall) what is missing of `requested`, counted again under the annex's launch
-        lock, so runs of one annex started together launch one after the other (annex_lock.py)."""
+        lock, so runs of one annex started together launch one after the other (annex_lock.py).
+        A lock created at its first attempt leaves `counted` (the count made just before) standing:
+        no run held the lock or launched within its recent-launch window meanwhile."""
         self.changed = False  # waiting for the lock changes nothing
         lock = AnnexLock(self.conn.client("s3"), setup["bucket"], self.name, timeout=self.params["lock_timeout"])
         try:
             with lock:
-                live, unlisted = lock.count_live(self.recount(spot))
+                if lock.created_at_once and counted is not None:
+                    live, unlisted = counted, []
+                else:
+                    live, unlisted = lock.count_live(self.recount(spot))
                 kind = "slots" if spot else "instances"
                 self.result["live"] = live
                 self.result["spot_fleet_request_ids" if spot else "instance_ids"] += unlisted
@@ -1075,7 +1257,8 @@ class Annex:
                 finally:  # what was launched counts for the next run, also if this one failed afterwards
                     lock.record([(ident, requested - live) for ident in self.result["spot_fleet_request_ids"]
                                  if ident not in fleets] if spot else
-                                [(ident, 1) for ident in self.result["launched_instance_ids"]])
+                                [(ident, self._launched_capacity.get(ident, 1))
+                                 for ident in self.result["launched_instance_ids"]])
         finally:
             for warning in lock.warnings:
                 self.module.warn(warning)
@@ -1089,9 +1272,11 @@ class Annex:
                            if f.get("SpotFleetRequestState") in LIVE_FLEET_STATES else 0) for f in fleets)
             self.result["spot_fleet_request_ids"] = sorted(k for k, v in listed.items() if v)
         else:
-            listed = dict((i["InstanceId"], 1 if i["State"]["Name"] in LIVE_INSTANCE_STATES else 0)
-                          for i in find_instances(self.ec2, self.name))
-            self.result["instance_ids"] = sorted(k for k, v in listed.items() if v)
+            found = find_instances(self.ec2, self.name)
+            live = [i for i in found if i["State"]["Name"] in LIVE_INSTANCE_STATES]
+            listed = dict((i["InstanceId"], 0) for i in found)
+            listed.update(self.capacity_of(live))
+            self.result["instance_ids"] = sorted(i["InstanceId"] for i in live)
         return listed
 
     # ---------- absent ----------

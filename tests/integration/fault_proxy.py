@@ -17,9 +17,10 @@ there (a call and its botocore retries) and does one of:
 
 Answers carry the proxy's own Date header, moved forward by ``clock_offset`` seconds when set.
 
-moto ignores ``ClientToken``; AWS answers a repeated ``RunInstances`` / ``RequestSpotFleet`` with
-the same token with the first call's result instead of launching again (EC2 User Guide, "Ensure
-idempotency in Amazon EC2 API requests"). The proxy emulates that, so a botocore retry of a call
+moto ignores ``ClientToken``; AWS answers a repeated ``RunInstances`` / ``CreateFleet`` /
+``RequestSpotFleet`` with the same token with the first call's result instead of launching again
+(EC2 User Guide, "Ensure idempotency in Amazon EC2 API requests"; EC2 API Reference, CreateFleet
+``ClientToken``). The proxy emulates that, so a botocore retry of a call
 whose reply was lost does not launch twice -- as on AWS.
 
 Bounded: every upstream request has a timeout, a hook callback gets ``HOOK_TIMEOUT`` seconds, the
@@ -76,6 +77,7 @@ THROTTLING = {
 }
 # Launch calls AWS de-duplicates by ClientToken (emulated here, see the module docstring).
 IDEMPOTENT_LAUNCHES = {("ec2", "RunInstances"): "ClientToken",
+                       ("ec2", "CreateFleet"): "ClientToken",
                        ("ec2", "RequestSpotFleet"): "SpotFleetRequestConfig.ClientToken"}
 
 

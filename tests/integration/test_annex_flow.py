@@ -271,30 +271,26 @@ def test_annex_life_cycle(flow):
     assert launch["changed"] is True and len(launch["launched_instance_ids"]) == 5
     live = flow.instances("MyFirstAnnex")
     assert len(live) == 5
-    # Spread over the default VPC's zones (us-east-1 has six in moto): ONE RunInstances call per
-    # subnet, every worker in a subnet the setup recorded, no two in one zone.
-    assert_spread(flow, live, setup["subnet_ids"])
-    assert len({res for res, _inst in live}) == 5, "one RunInstances call per subnet"
+    # An image with the boot agent: ONE CreateFleet (type instant) over the type in every subnet of
+    # the setup's VPC (us-east-1 has six in moto), every worker in a subnet the setup recorded.
+    assert_fleet_launch(flow, launch, live, setup["subnet_ids"])
     for _res, inst in live:
-        assert inst["ClientToken"].startswith("MyFirstAnnex_"), inst["ClientToken"]
         tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
         assert tags[ANNEX_TAG] == "MyFirstAnnex"
         assert tags.get("Name", "").startswith("MyFirstAnnex"), tags
-        # moto associates the instance profile with the first instance of a reservation only
-        if "IamInstanceProfile" in inst:
-            assert inst["IamInstanceProfile"]["Arn"] == setup["instance_profile_arn"]
-        assert {g["GroupId"] for g in inst["SecurityGroups"]} == set(setup["security_group_ids"])
         assert inst.get("KeyName") == KEY_PAIR
-        shutdown = ec2.describe_instance_attribute(InstanceId=inst["InstanceId"],
-                                                   Attribute="instanceInitiatedShutdownBehavior")
-        assert shutdown["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
-        # moto's AMI stands for a boot-agent image (MotoServer seeds the tag): IMDSv2 only
         assert tags["htcondor-annex:config-bucket"] == bucket, tags
-        options = inst["MetadataOptions"]
-        assert (options["HttpTokens"], options["HttpPutResponseHopLimit"], options["InstanceMetadataTags"]) == \
-            ("required", 1, "enabled"), options
+    # what the workers boot with: the annex's launch template (an EC2 Fleet gives its instances the
+    # template's settings; moto's fleet does not copy them onto its instances)
+    data = launch_template_data(ec2, "MyFirstAnnex")
+    assert data["IamInstanceProfile"]["Arn"] == setup["instance_profile_arn"]
+    assert set(data["SecurityGroupIds"]) == set(setup["security_group_ids"])
+    assert data["KeyName"] == KEY_PAIR and data["InstanceInitiatedShutdownBehavior"] == "terminate"
+    # moto's AMI stands for a boot-agent image (MotoServer seeds the tag): IMDSv2 only
+    options = data["MetadataOptions"]
+    assert (options["HttpTokens"], options["HttpPutResponseHopLimit"], options["InstanceMetadataTags"]) == \
+        ("required", 1, "enabled"), options
     assert launch["boot_agent"] is True, launch
-    assert any("IamInstanceProfile" in inst for _res, inst in live), "no instance profile"
     user_data = ec2.describe_instance_attribute(InstanceId=live[0][1]["InstanceId"],
                                                 Attribute="userData").get("UserData", {})
     flow.outputs.append(base64.b64decode(user_data.get("Value", "")).decode("latin-1"))
@@ -323,7 +319,7 @@ def test_annex_life_cycle(flow):
     assert launch["changed"] is True and len(launch["launched_instance_ids"]) == 2
     live = flow.instances("MyFirstAnnex")
     assert len(live) == 7
-    assert_spread(flow, live, setup["subnet_ids"])  # the two new ones go where there were fewer
+    assert_fleet_launch(flow, launch, live, setup["subnet_ids"])  # the two new ones: one more fleet
 
     # The join wait is bounded: no HTCondor answers here, so it must give up after the timeout,
     # after polling more than once, with a progress line and a message saying what to do.
@@ -423,6 +419,26 @@ def test_annex_life_cycle(flow):
     assert_nothing_left(flow, bucket)
 
 
+def launch_template_data(ec2, annex):
+    versions = ec2.describe_launch_template_versions(LaunchTemplateName=f"htcondor-annex-{annex}",
+                                                     Versions=["$Latest"])["LaunchTemplateVersions"]
+    return versions[0]["LaunchTemplateData"]
+
+
+def assert_fleet_launch(flow, launch, live, subnet_ids):
+    """A launch of an image with the boot agent: ONE instant fleet whose pools are every subnet the
+    setup recorded (a zone without capacity fails over to the others), which launched this run's
+    workers; every worker of the annex in a recorded subnet."""
+    ec2 = flow.client("ec2")
+    assert {inst["SubnetId"] for _res, inst in live} <= set(subnet_ids), "a worker outside the recorded subnets"
+    fleets = ec2.describe_fleets(FleetIds=launch["fleet_launch"]["fleet_ids"])["Fleets"]
+    assert len(fleets) == 1 and fleets[0]["Type"] == "instant", fleets
+    overrides = [o for config in fleets[0]["LaunchTemplateConfigs"] for o in config["Overrides"]]
+    assert sorted(o["SubnetId"] for o in overrides) == sorted(subnet_ids), overrides
+    assert sorted(i for item in fleets[0]["Instances"] for i in item["InstanceIds"]) == \
+        sorted(launch["launched_instance_ids"])
+
+
 def assert_spread(flow, live, subnet_ids):
     """Workers only in the recorded subnets, each call's workers in one subnet, and over the
     zones as evenly as the count allows."""
@@ -441,8 +457,9 @@ def assert_spread(flow, live, subnet_ids):
 
 def test_own_vpc_workers_land_only_there(flow):
     """A VPC of the user's own with subnets in two zones (after the life cycle above tore the setup
-    down): the setup records it, workers land only in its subnets, spread over both zones, with the
-    security group of that VPC (moto would accept a group of another VPC: asserted here)."""
+    down): the setup records it, workers land only in its subnets (a fleet over both zones; the
+    stock script's RunInstances spread over both), with the security group of that VPC (moto would
+    accept a group of another VPC: asserted here)."""
     ec2 = flow.client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
     subnets = sorted(ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.40.{i}.0/24", AvailabilityZone=zone)["Subnet"]["SubnetId"]
@@ -458,18 +475,18 @@ def test_own_vpc_workers_land_only_there(flow):
     assert run.result("Launch annex")["changed"] is True
     live = flow.instances("OwnVpc")
     assert len(live) == 3
-    assert_spread(flow, live, subnets)
+    assert_fleet_launch(flow, run.result("Launch annex"), live, subnets)
     assert {inst["VpcId"] for _res, inst in live} == {vpc}
-    groups = {g["GroupId"] for _res, inst in live for g in inst["SecurityGroups"]}
+    groups = set(launch_template_data(ec2, "OwnVpc")["SecurityGroupIds"])
     assert groups == set(setup["security_group_ids"])
     assert {g["VpcId"] for g in ec2.describe_security_groups(GroupIds=sorted(groups))["SecurityGroups"]} == {vpc}
-    assert_foreign_image_needs_imdsv1_and_a_stock_setup(flow, vpc)
+    assert_foreign_image_needs_imdsv1_and_a_stock_setup(flow, vpc, subnets)
     run = flow.playbook("teardown.yml", "confirm=yes")
     assert not flow.instances("OwnVpc") and not flow.instances("Foreign")
     assert_nothing_left(flow, setup["bucket"])
 
 
-def assert_foreign_image_needs_imdsv1_and_a_stock_setup(flow, vpc):
+def assert_foreign_image_needs_imdsv1_and_a_stock_setup(flow, vpc, subnets):
     """An image without the boot agent (stock condor-annex-ec2): refused before any write, then
     refused for the setup (no introspection for the stock script), then launched with IMDSv1."""
     ec2 = flow.client("ec2")
@@ -485,10 +502,13 @@ def assert_foreign_image_needs_imdsv1_and_a_stock_setup(flow, vpc):
         run = flow.playbook("playbooks/annex_setup.yml", json.dumps({"htcondor_annex_vpc_id": vpc,
                                                                      "htcondor_annex_stock_boot_script": True}))
         assert run.result("Create or update the HTCondorAnnex-* stacks")["stock_boot_script"] is True
-        run = flow.playbook(*start, "htcondor_annex_allow_imdsv1=true")
+        # the stock script learns its annex from the client token: one RunInstances per subnet, spread
+        run = flow.playbook(*start[:2], "count=2", *start[3:], "htcondor_annex_allow_imdsv1=true")
         assert run.result("Launch annex")["boot_agent"] is False
         live = flow.instances("Foreign")
-        assert [inst["MetadataOptions"]["HttpTokens"] for _res, inst in live] == ["optional"], live
+        assert [inst["MetadataOptions"]["HttpTokens"] for _res, inst in live] == ["optional"] * 2, live
+        assert_spread(flow, live, subnets)
+        assert all(inst["ClientToken"].startswith("Foreign_") for _res, inst in live), live
     finally:
         ec2.create_tags(Resources=[STOCK_AMI], Tags=[stock])
 

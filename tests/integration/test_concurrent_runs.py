@@ -146,10 +146,10 @@ def test_signal_while_waiting_for_the_lock(rig, signame):
 
 
 def test_signal_while_holding_the_lock_releases_it_and_keeps_the_lease(rig, tmp_path):
-    """SIGINT arrives right before RunInstances, after the tarball and its lease were written under
-    the lock: the failure says the annex may be left part-way, the lock is released, no instance
-    exists, and the tarball keeps its lease (it bills nothing; the sweep deletes it when the lease
-    ends; a re-run uses it)."""
+    """SIGINT arrives right before the launch (CreateFleet), after the tarball and its lease were
+    written under the lock: the failure says the annex may be left part-way, the lock is released,
+    no instance exists, and the tarball keeps its lease (it bills nothing; the sweep deletes it when
+    the lease ends; a re-run uses it)."""
     hook = tmp_path / "hook"
     hook.mkdir()
     # Loaded by the module's Python through PYTHONPATH: signals the process itself right before
@@ -164,7 +164,7 @@ def test_signal_while_holding_the_lock_releases_it_and_keeps_the_lease(rig, tmp_
         "botocore.client.BaseClient._make_api_call = _signal_first\n")
     name = "Holding"
     proc = rig.subprocess(rig.launch_args(name, COUNT), extra_env={
-        "ANNEX_TEST_SIGNAL_BEFORE": "RunInstances", "PYTHONPATH": "%s:%s" % (hook, rig.env["PYTHONPATH"])})
+        "ANNEX_TEST_SIGNAL_BEFORE": "CreateFleet", "PYTHONPATH": "%s:%s" % (hook, rig.env["PYTHONPATH"])})
     result = finished(proc)
     assert result["failed"] and result["msg"].startswith("interrupted by SIGINT: annex %s may be left part-way" % name)
     assert lock_object(rig, name) is None  # released (nothing launched: nothing to hand on)

@@ -79,4 +79,5 @@ def test_matrix_covers_every_call_of_a_launch(rig):
     """The targets come from the recording: the launch's writes are all in it."""
     calls = fault_rig.targets(rig.record_calls("launch"))
     actions = {(service, action) for service, action, _nth in calls}
-    assert ("ec2", "RunInstances") in actions and ("s3", "PutObject") in actions, calls
+    assert ("ec2", "CreateFleet") in actions and ("ec2", "CreateLaunchTemplate") in actions and \
+        ("s3", "PutObject") in actions, calls

@@ -9,6 +9,7 @@ with a per-pool InsufficientInstanceCapacity error at the first pool without cap
 instant fleet reports in its Errors), so the module's retry of the shortfall can be seen.
 """
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,9 @@ def rig(tmp_path_factory):
         args = dict(aws, ami_id=AMI, password_file=str(password), collector_host="cm.example.org:9618",
                     condor_version="23.9.6", owners=["alice"], condor_off=False, max_instances=1000,
                     instance_types=TYPES, subnet_ids=[s["SubnetId"] for s in subnets])
-        yield dict(moto=moto, setup=setup, args=args, ec2=ec2, subnets=[s["SubnetId"] for s in subnets])
+        yield dict(moto=moto, setup=setup, args=args, ec2=ec2, subnets=[s["SubnetId"] for s in subnets],
+                   s3=boto3.client("s3", region_name=REGION, endpoint_url=moto.url),
+                   events=boto3.client("events", region_name=REGION, endpoint_url=moto.url))
 
 
 def launch(rig, name, **overrides):
@@ -66,6 +69,14 @@ def instances(rig, name):
         {"Name": "tag:%s" % ANNEX_TAG, "Values": [name]},
         {"Name": "instance-state-name", "Values": ["pending", "running"]}])
     return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+
+def tarball(rig, name):
+    """The HeadObject of the annex's tarball (its lease is its metadata), None without one."""
+    try:
+        return rig["s3"].head_object(Bucket=rig["setup"]["bucket"], Key="config-%s.tar.gz" % name)
+    except rig["s3"].exceptions.ClientError:
+        return None
 
 
 def templates(rig, name):
@@ -88,6 +99,26 @@ def calls(monkeypatch):
 
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", recorded)
     return seen
+
+
+@pytest.fixture
+def current_template_tags(monkeypatch):
+    """DescribeLaunchTemplates answering with each template's current tags, as AWS does: moto
+    answers with the tags given at creation only (its LaunchTemplate keeps a copy), though it
+    keeps later CreateTags/DeleteTags (DescribeTags shows them). Use it before calls/capacity."""
+    import botocore.client
+    original = botocore.client.BaseClient._make_api_call
+
+    def answer(client, operation_name, api_params):
+        response = original(client, operation_name, api_params)
+        if operation_name == "DescribeLaunchTemplates":
+            for template in response.get("LaunchTemplates", []):
+                tags = original(client, "DescribeTags", {"Filters": [
+                    {"Name": "resource-id", "Values": [template["LaunchTemplateId"]]}]})["Tags"]
+                template["Tags"] = [dict(Key=t["Key"], Value=t["Value"]) for t in tags]
+        return response
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", answer)
 
 
 @pytest.fixture
@@ -231,6 +262,45 @@ def test_bad_fleet_options_fail_before_any_call(rig, calls, overrides, message):
     assert not calls["operations"]
 
 
+def test_capacity_in_vcpus_weights_each_type_by_its_vcpus(rig, calls):
+    """capacity_unit=vcpus: count is vCPUs; each override weighs its type's DefaultVCpus (one
+    DescribeInstanceTypes), the live capacity is the live workers' vCPUs, max_instances still caps
+    instances (the shortfall in the smallest type)."""
+    vcpus = dict((t["InstanceType"], t["VCpuInfo"]["DefaultVCpus"]) for t in rig["ec2"].describe_instance_types(
+        InstanceTypes=["c5.xlarge", "m5.large"])["InstanceTypes"])
+    del calls["operations"][:]
+    args = dict(count=8, capacity_unit="vcpus", instance_types=["c5.xlarge", "m5.large"])
+    result = launch(rig, "vcpu1", **args)
+    assert result["changed"] and not result.get("failed"), result
+    assert calls["operations"].count("DescribeInstanceTypes") == 1, calls["operations"]
+    overrides = calls["fleets"][0]["LaunchTemplateConfigs"][0]["Overrides"]
+    assert sorted(set((o["InstanceType"], o["WeightedCapacity"]) for o in overrides)) == \
+        sorted((t, float(v)) for t, v in vcpus.items())
+    assert calls["fleets"][0]["TargetCapacitySpecification"]["TotalTargetCapacity"] == 8
+    live = instances(rig, "vcpu1")
+    assert sum(vcpus[i["InstanceType"]] for i in live) >= 8 == result["requested"]
+    assert result["live"] == sum(vcpus[i["InstanceType"]] for i in live) and len(live) == 2, result  # 2 x 4 vCPUs
+    del calls["operations"][:]
+    again = launch(rig, "vcpu1", **args)
+    assert again["changed"] is False and again["live"] == result["live"], again
+    assert "CreateFleet" not in calls["operations"]
+    grown = launch(rig, "vcpu1", capacity_unit="vcpus", instance_types=args["instance_types"], count=12)
+    assert grown["changed"] and len(grown["launched_instance_ids"]) == 1 and grown["live"] == 12, grown
+    assert calls["fleets"][-1]["TargetCapacitySpecification"]["TotalTargetCapacity"] == 4
+    # max_instances caps instances: 20 more vCPUs could take 10 m5.large (2 vCPUs) on top of 3
+    refused = launch(rig, "vcpu1", capacity_unit="vcpus", instance_types=args["instance_types"], count=32,
+                     max_instances=12)
+    assert refused["failed"] and "may take up to 10 instances" in refused["msg"], refused
+    assert "above max_instances (12)" in refused["msg"] and len(instances(rig, "vcpu1")) == 3
+
+
+def test_vcpus_need_a_fleet_launch(rig, calls):
+    result = launch(rig, "vcpu2", count=4, capacity_unit="vcpus", slots=None, spot_fleet_config=None)
+    assert result["changed"], result
+    refused = launch(rig, "vcpu3", slots=2, count=None, capacity_unit="vcpus", instance_types=None)
+    assert refused["failed"] and "capacity_unit go with count" in refused["msg"], refused
+
+
 # ---------------------------------------------------------------- capacity
 def test_failover_to_the_remaining_pools(rig, capacity, calls):
     first = ("c5.large", rig["subnets"][0])
@@ -267,6 +337,59 @@ def test_all_pools_failing_is_a_clear_error_and_leaves_no_template(rig, capacity
     assert "c5.large in %s" % rig["subnets"][0] in result["msg"] and "InsufficientInstanceCapacity" in result["msg"]
     assert calls["operations"].count("CreateFleet") == 2
     assert not instances(rig, "none1") and not templates(rig, "none1")
+    # the annex's first launch, answered definitively with no instance: nothing is left
+    assert "nothing is left" in result["msg"] and "stay in place" not in result["msg"], result["msg"]
+    assert tarball(rig, "none1") is None
+    assert not [r for r in rig["events"].list_rules()["Rules"] if "none1" in r["Name"]]
+
+
+def test_all_pools_failing_on_a_grow_keeps_the_annex(rig, capacity, calls):
+    """Not the first launch: the live workers keep their template, tarball and lease."""
+    assert launch(rig, "none2", count=1)["changed"]
+    for instance_type in TYPES:
+        for subnet in rig["subnets"]:
+            capacity[(instance_type, subnet)] = 0
+    result = launch(rig, "none2", count=3)
+    assert result["failed"] and "no pool had capacity for 2 on-demand workers" in result["msg"], result
+    assert "stay in place" in result["msg"] and "nothing is left" not in result["msg"], result["msg"]
+    assert len(instances(rig, "none2")) == 1 and len(templates(rig, "none2")) == 1
+    assert tarball(rig, "none2") is not None
+
+
+def pool_tags(rig, name):
+    template = templates(rig, name)[0]
+    return dict((t["Key"], t["Value"]) for t in template["Tags"] if t["Key"].startswith("htcondor-annex:pool-failed:"))
+
+
+def test_failed_pools_are_remembered_with_the_annex_and_skipped(rig, current_template_tags, capacity, calls):
+    """A pool without capacity is tagged on the annex's launch template; later runs leave it out
+    for pool_retry_minutes unless no other pool is left; a launch in it removes its tag."""
+    first = ("c5.large", rig["subnets"][0])
+    key = "htcondor-annex:pool-failed:c5.large/%s" % rig["subnets"][0]
+    capacity[first] = 0
+    assert launch(rig, "mem1", count=2)["changed"]
+    tags = pool_tags(rig, "mem1")
+    assert list(tags) == [key] and abs(int(tags[key]) - time.time()) < 120, tags
+    # the next run (a grow) leaves the pool out, without a failed call
+    del calls["fleets"][:]
+    grown = launch(rig, "mem1", count=3)
+    assert grown["changed"] and "skipped pools without capacity" in grown["msg"], grown
+    assert len(calls["fleets"]) == 1 and first not in [
+        (o["InstanceType"], o["SubnetId"]) for o in calls["fleets"][0]["LaunchTemplateConfigs"][0]["Overrides"]]
+    # only that pool asked for: it is tried all the same (no other pool is left)
+    del calls["fleets"][:]
+    alone = launch(rig, "mem1", count=4, instance_types=["c5.large"], subnet_ids=rig["subnets"][:1])
+    assert alone["failed"] and len(calls["fleets"]) == 1 and list(pool_tags(rig, "mem1")) == [key], alone
+    # capacity back, pool_retry_minutes=0: the pool is tried, launches, and is forgotten
+    del capacity[first]
+    del calls["fleets"][:]
+    again = launch(rig, "mem1", count=4, pool_retry_minutes=0)
+    assert again["changed"] and "skipped pools" not in again["msg"], again
+    assert [i["SubnetId"] for i in again["fleet_launch"]["instances"]] == [rig["subnets"][0]]
+    assert pool_tags(rig, "mem1") == {}
+    for minutes in (-1, 1441):
+        refused = launch(rig, "mem1", count=5, pool_retry_minutes=minutes)
+        assert refused["failed"] and "pool_retry_minutes must be 0 to 1440" in refused["msg"], refused
 
 
 def test_a_users_template_with_the_annex_name_is_refused_and_a_left_one_reused(rig, calls):

@@ -232,6 +232,18 @@ def test_missing_permission_in_setup_fails_clearly_and_creates_nothing(iam_flow)
         assert not admin("s3").list_buckets().get("Buckets")
 
 
+def test_pool_tags_only_on_the_projects_launch_templates():
+    """The failed pools are remembered as tags of the annex's launch template (CreateTags and
+    DeleteTags after its creation): allowed on a template carrying the project tag only."""
+    policy = shipped_policy()
+    template = f"arn:aws:ec2:{REGION}:123456789012:launch-template/lt-0123456789abcdef0"
+    for action in ("ec2:CreateTags", "ec2:DeleteTags"):
+        assert ref.allows(policy, action, template, {"ec2:ResourceTag/htcondor-annex:managed-by": "htcondor.annex"})
+        assert not ref.allows(policy, action, template, {"ec2:ResourceTag/htcondor-annex:managed-by": "someone"})
+        assert not ref.allows(policy, action, template, {})
+        assert not ref.allows(policy, action, f"arn:aws:ec2:{REGION}:123456789012:vpc/vpc-0123", {})
+
+
 def test_whole_flow_with_only_the_shipped_policy(iam_flow):
     flow = iam_flow.flow
     run = flow.playbook("playbooks/annex_setup.yml")
@@ -263,18 +275,34 @@ def test_whole_flow_with_only_the_shipped_policy(iam_flow):
     for count in (2, 3):
         fleet = flow.module("annex", f"{fleet_args} count={count}")
         assert fleet["changed"] and len(fleet["fleet_launch"]["instances"]) == {2: 2, 3: 1}[count], fleet
+    # an image without the boot agent (stock condor-annex-ec2 script): the one launch made with
+    # RunInstances (the script needs the instance's client token), on a setup granting the script
+    run = flow.playbook("playbooks/annex_setup.yml", '{"htcondor_annex_stock_boot_script": true, '
+                        '"htcondor_annex_worker_ingress_cidrs": ["127.0.0.2/32"]}')
+    assert run.result("Check the setup")["setup"]["ok"]
+    stock_ami = "ami-04681a1dbd79675a5"
+    with iam_flow.admin_view() as admin:
+        admin("ec2").delete_tags(Resources=[stock_ami], Tags=[{"Key": "htcondor-annex:boot-agent"}])
+    try:
+        stock = flow.module("annex", f"name=Stock ami_id={stock_ami} allow_imdsv1=true count=1 condor_version=23.9.6 "
+                                     f"password_file={flow.password_file} collector_host=127.0.0.1:9618 owners=alice")
+    finally:
+        with iam_flow.admin_view() as admin:
+            admin("ec2").create_tags(Resources=[stock_ami], Tags=[{"Key": "htcondor-annex:boot-agent", "Value": "1"}])
+    assert stock["changed"] and stock["boot_agent"] is False and "fleet_launch" not in stock, stock
     with iam_flow.admin_view() as admin:  # for the checks of the template calls (gone after the teardown)
         iam_flow.template_tags = dict((t["LaunchTemplateId"], dict((g["Key"], g["Value"]) for g in t["Tags"]))
                                       for t in admin("ec2").describe_launch_templates()["LaunchTemplates"])
-    assert len(iam_flow.template_tags) == 1
+    # every launch from an image with the boot agent is a fleet's, from the annex's template
+    assert sorted(t["htcondor:AnnexName"] for t in iam_flow.template_tags.values()) == ["Fleet", "MyFirstAnnex"]
     info = flow.module("annex_info", "")
-    assert {"MyFirstAnnex", "Spot", "Fleet"} <= set(info["annexes"])
+    assert {"MyFirstAnnex", "Spot", "Fleet", "Stock"} <= set(info["annexes"])
 
     # One needed permission less: the launch fails naming it and launches nothing. (S3 answers a
     # denied HeadObject with a bare HTTP 403, which the modules report like AccessDenied, naming
-    # the action.) A denied RunInstances leaves the tarball with its lease: without workers it
-    # bills nothing, the lease function deletes it at the lease end, and teardown removes it.
-    for action in ("s3:PutObject", "s3:GetObject", "ec2:RunInstances"):
+    # the action.) A denied launch (CreateFleet) leaves the tarball with its lease: without workers
+    # it bills nothing, the lease function deletes it at the lease end, and teardown removes it.
+    for action in ("s3:PutObject", "s3:GetObject", "ec2:CreateFleet"):
         iam_flow.set_policy(moto_view(shipped_policy(), drop_action=action))
         try:
             run = flow.playbook("playbooks/annex_start.yml", "annex_name=Denied", "count=1", rc=2)
@@ -286,7 +314,11 @@ def test_whole_flow_with_only_the_shipped_policy(iam_flow):
             assert not [r for r in admin("events").list_rules()["Rules"] if r["Name"] == "Denied"], \
                 f"{action}: lease rule left behind"
             keys = [o["Key"] for o in admin("s3").list_objects_v2(Bucket=setup["bucket"]).get("Contents", [])]
-            assert ("config-Denied.tar.gz" in keys) == (action == "ec2:RunInstances"), (action, keys)
+            assert ("config-Denied.tar.gz" in keys) == (action == "ec2:CreateFleet"), (action, keys)
+    with iam_flow.admin_view() as admin:  # the denied fleet's template stays with its tarball (a raised call)
+        iam_flow.template_tags.update((t["LaunchTemplateId"], dict((g["Key"], g["Value"]) for g in t["Tags"]))
+                                      for t in admin("ec2").describe_launch_templates()["LaunchTemplates"])
+    assert sorted(t["htcondor:AnnexName"] for t in iam_flow.template_tags.values()) == ["Denied", "Fleet", "MyFirstAnnex"]
 
     # a tarball no annex owns any more: the teardown must empty the bucket itself
     with iam_flow.admin_view() as admin:
@@ -313,7 +345,7 @@ def test_policy_actions_are_exactly_what_the_code_needs(iam_flow):
     stack-side action of a resource type the templates use, or implied by a request parameter;
     and every request the flow made is in the policy."""
     made = iam_flow.user_requests()
-    assert "ec2:RunInstances" in made and "cloudformation:CreateStack" in made, made
+    assert "ec2:RunInstances" in made and "ec2:CreateFleet" in made and "cloudformation:CreateStack" in made, made
     stack_side = stack_side_actions()
     allowed = policy_actions(shipped_policy())
     assert made <= allowed, f"requests the policy does not allow: {made - allowed}"

@@ -133,6 +133,29 @@ def tag_boot_agent_image(image_id=STOCK_AMI, region=REGION):
     return image_id
 
 
+def stock_script_args(args, setup_args=None, image_id=STOCK_AMI, region=REGION):
+    """Launch args for an image WITHOUT the boot agent (the stock condor-annex-ec2 script): the tag
+    removed, the setup granting the script's IAM introspection, allow_imdsv1. Such workers are the
+    only ones launched with RunInstances (one per subnet, spread over the zones); every other
+    launch is one CreateFleet."""
+    from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto  # pylint: disable=import-outside-toplevel
+    from ansible_collections.htcondor.annex.plugins.modules import annex_setup  # pylint: disable=import-outside-toplevel
+    assert run_module(annex_setup, dict(setup_args or {}, stock_boot_script=True))["stock_boot_script"] is True
+    boto3.client("ec2", region_name=region).delete_tags(Resources=[image_id], Tags=[{"Key": proto.BOOT_AGENT_IMAGE_TAG}])
+    return dict(args, allow_imdsv1=True)
+
+
+def launch_template_data(name, region=REGION):
+    """What the workers of annex `name` launched by a fleet boot with: the latest version of its
+    launch template htcondor-annex-<name>. An EC2 Fleet gives its instances the template's settings
+    (profile, security groups, metadata options, shutdown behaviour); moto's fleet does not copy
+    them onto its instances, so the tests read them here."""
+    ec2 = boto3.client("ec2", region_name=region)
+    versions = ec2.describe_launch_template_versions(LaunchTemplateName="htcondor-annex-%s" % name,
+                                                     Versions=["$Latest"])["LaunchTemplateVersions"]
+    return versions[0]["LaunchTemplateData"]
+
+
 POOL_PASSWORD = b"\xad\x9e\xdd\x9d\xbb\xd9"  # "s3cret" in HTCondor's pool password format
 
 

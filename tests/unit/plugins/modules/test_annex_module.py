@@ -13,7 +13,9 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from annex_helpers import POOL_PASSWORD, REGION, aws_env, inventory, moto, run_module, setup_pool  # noqa: F401 pylint: disable=unused-import
+from annex_helpers import (  # noqa: F401 pylint: disable=unused-import
+    POOL_PASSWORD, REGION, aws_env, inventory, launch_template_data, moto, run_module, setup_pool, stock_script_args,
+)
 from ansible_collections.htcondor.annex.plugins.modules import annex
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
 
@@ -73,10 +75,16 @@ def tarball(pool, name="a1"):
 
 # ---------------------------------------------------------------- launching
 
-def test_launch_one_call_tags_and_protocol(pool):
-    # One subnet: ONE RunInstances call (a launch spread over several subnets makes one per subnet).
+def test_launch_one_call_tags_and_protocol(pool, monkeypatch):
+    # An image with the boot agent: ONE CreateFleet call from the annex's launch template.
+    names = record_calls(monkeypatch, params=True)
     result = launch(pool, subnet_ids=pool["setup"]["subnet_ids"][:1])
     assert result["changed"] is True, result
+    fleets = [p for n, p in names.params if n == "CreateFleet"]
+    assert len(fleets) == 1 and "RunInstances" not in names, names
+    # fleet-launched workers carry no client token of their own (found by tag): the fleet's is the run's
+    assert fleets[0]["ClientToken"] == result["client_token"]
+    data = launch_template_data("a1")
     assert len(result["launched_instance_ids"]) == 2 and result["live"] == 2
     assert result["client_token"].startswith("a1_")
     found = instances()
@@ -85,20 +93,18 @@ def test_launch_one_call_tags_and_protocol(pool):
         tags = dict((t["Key"], t["Value"]) for t in inst["Tags"])
         assert tags["htcondor:AnnexName"] == "a1" and tags["Name"] == "a1-worker"
         assert tags["htcondor-annex:managed-by"] == "htcondor.annex"
-        assert inst["ClientToken"] == result["client_token"]
-        # moto associates the profile with the first instance of a reservation only
-        if "IamInstanceProfile" in inst:
-            assert inst["IamInstanceProfile"]["Arn"] == pool["setup"]["instance_profile_arn"]
-        assert [g["GroupId"] for g in inst["SecurityGroups"]] == pool["setup"]["security_group_ids"]
         assert tags[proto.BUCKET_TAG] == pool["setup"]["bucket"]
-        # an image with the boot agent (tag_boot_agent_image): IMDSv2 only, hop 1, tags in metadata
-        assert inst["MetadataOptions"]["HttpTokens"] == "required"
-        assert inst["MetadataOptions"]["HttpEndpoint"] == "enabled"
-        assert inst["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
-        assert inst["MetadataOptions"]["InstanceMetadataTags"] == "enabled"
+        assert inst["SubnetId"] == pool["setup"]["subnet_ids"][0]
+    # what every worker boots with: the launch template's settings
+    assert data["IamInstanceProfile"]["Arn"] == pool["setup"]["instance_profile_arn"]
+    assert data["SecurityGroupIds"] == pool["setup"]["security_group_ids"]
+    # an image with the boot agent (tag_boot_agent_image): IMDSv2 only, hop 1, tags in metadata
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert data["MetadataOptions"]["HttpEndpoint"] == "enabled"
+    assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    assert data["MetadataOptions"]["InstanceMetadataTags"] == "enabled"
     assert result["boot_agent"] is True
-    assert any("IamInstanceProfile" in i for i in found)
-    # one reservation = one RunInstances call for both
+    # one reservation = one fleet launch for both
     ec2 = boto3.client("ec2", region_name=REGION)
     reservations = ec2.describe_instances(InstanceIds=result["instance_ids"])["Reservations"]
     assert len(reservations) == 1
@@ -353,12 +359,12 @@ class _Raw:
 
 
 def test_failed_launch_keeps_the_lease_and_says_so(pool, monkeypatch):
-    """RunInstances refused: no instance; the tarball and its lease stay (without workers they bill
+    """CreateFleet refused: no instance; the tarball and its lease stay (without workers they bill
     nothing and the sweep deletes them at the lease end; deleting them is what orphaned workers
     when the failure came after the launch took effect). The message says what was left and never
     claims a rollback."""
     before = inventory()
-    _inject_failure(monkeypatch, "RunInstances", "InsufficientInstanceCapacity", 100)
+    _inject_failure(monkeypatch, "CreateFleet", "InsufficientInstanceCapacity", 100)
     result = launch(pool)
     assert result["failed"] and "InsufficientInstanceCapacity" in result["msg"], result
     assert "rolled back" not in result["msg"] and "rollback" not in result["msg"]
@@ -384,13 +390,13 @@ def _lose_reply(monkeypatch, operation):
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", lost)
 
 
-def test_lost_run_instances_reply_leaves_workers_with_their_lease(pool, monkeypatch):
-    """The failure issue 11 found: RunInstances took effect, its reply was lost. The workers must
+def test_lost_launch_reply_leaves_workers_with_their_lease(pool, monkeypatch):
+    """The failure issue 11 found: the launch (CreateFleet) took effect, its reply was lost. The workers must
     keep their tarball and lease; the re-run counts them, launches nothing and has nothing to
     repair; with the tarball deleted behind its back, the re-run puts it back with a lease."""
-    one_subnet = [_default_subnets()[0]]  # one RunInstances for both workers
+    one_subnet = [_default_subnets()[0]]
     with monkeypatch.context() as patched:
-        _lose_reply(patched, "RunInstances")
+        _lose_reply(patched, "CreateFleet")
         result = launch(pool, subnet_ids=one_subnet)
     assert result["failed"] and "Read timeout" in result["msg"], result
     assert len(instances()) == 2
@@ -416,12 +422,14 @@ def _default_subnets():
 
 
 def test_a_failure_after_some_subnets_launched_keeps_those_workers_with_their_lease(pool, monkeypatch):
-    """Three workers spread over three zones (three RunInstances); the second call took effect and
-    its reply was lost, the third is never made. The workers of both calls keep their tarball and
-    lease and nothing is terminated; the re-run launches only the one still missing."""
+    """Three workers of an image without the boot agent (the stock script's RunInstances path)
+    spread over three zones (three RunInstances); the second call took effect and its reply was
+    lost, the third is never made. The workers of both calls keep their tarball and lease and
+    nothing is terminated; the re-run launches only the one still missing."""
     import botocore.client
     from botocore.exceptions import ReadTimeoutError
     three_subnets = _default_subnets()[:3]
+    pool["args"] = stock_script_args(pool["args"])
     original = botocore.client.BaseClient._make_api_call
     calls = []
 
@@ -456,14 +464,22 @@ def test_a_lease_less_tarball_of_live_workers_is_repaired(pool):
     assert lease(pool) == (8.0, _epoch(result["lease_expiration"]))
 
 
-def record_calls(monkeypatch):
-    """The names of the AWS operations made from now on (botocore's API call entry point)."""
+class _Names(list):
+    params = None
+
+
+def record_calls(monkeypatch, params=False):
+    """The names of the AWS operations made from now on (botocore's API call entry point); with
+    params, also [(name, parameters)] as .params."""
     import botocore.client
-    names = []
+    names = _Names()
+    names.params = [] if params else None
     original = botocore.client.BaseClient._make_api_call
 
     def recorded(client, operation_name, api_params):
         names.append(operation_name)
+        if names.params is not None:
+            names.params.append((operation_name, api_params))
         return original(client, operation_name, api_params)
 
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", recorded)
@@ -510,7 +526,7 @@ def test_a_user_rule_named_like_the_annex_survives_everything(pool):
 
 
 def test_throttling_is_retried(pool, monkeypatch):
-    seen = _inject_failure(monkeypatch, "RunInstances", "RequestLimitExceeded", 2)
+    seen = _inject_failure(monkeypatch, "CreateFleet", "RequestLimitExceeded", 2)
     result = launch(pool)
     assert seen["n"] == 2
     assert result["changed"] is True and len(instances()) == 2, result
@@ -518,7 +534,7 @@ def test_throttling_is_retried(pool, monkeypatch):
 
 def test_throttling_beyond_max_attempts_fails_clearly_and_launches_nothing(pool, monkeypatch):
     before = inventory()
-    _inject_failure(monkeypatch, "RunInstances", "RequestLimitExceeded", 100)
+    _inject_failure(monkeypatch, "CreateFleet", "RequestLimitExceeded", 100)
     result = launch(pool, max_attempts=2)
     assert result["failed"] and "kept throttling" in result["msg"]
     after = inventory()
@@ -659,8 +675,10 @@ def test_wrong_credentials(pool, tmp_path):
 def test_worker_side_protocol_lines_up(pool):
     """What the stock boot script does: AnnexID from the client token (sed -r 's/_[^_]*//'),
     the config-*.tar.gz resource of its instance profile's role with '*' -> AnnexID, and the
-    object in the bucket must all line up."""
+    object in the bucket must all line up. Only workers of an image without the boot agent boot
+    that script, and only they are launched with RunInstances, which gives them the client token."""
     import ast
+    pool["args"] = stock_script_args(pool["args"])
     launch(pool, name="my-annex.v2")
     inst = [i for i in instances("my-annex.v2") if "IamInstanceProfile" in i][0]
     annex_id = re.sub(r"_[^_]*", "", inst["ClientToken"], count=1)  # the boot script's sed
@@ -713,6 +731,11 @@ def test_removing_every_annex_takes_calls_independent_of_their_number(pool, monk
         launch(pool, name="many%d" % number, count=number)
     result, many = remove_all()
     assert result["removed_annexes"] == ["many1", "many2", "many3", "many4"]
+    # every launch is a fleet's, so every annex has a launch template, and EC2 deletes launch
+    # templates one at a time: one DeleteLaunchTemplate per annex, everything else the same
+    assert one.count("DeleteLaunchTemplate") == 1 and many.count("DeleteLaunchTemplate") == 4, many
+    one = [n for n in one if n != "DeleteLaunchTemplate"]
+    many = [n for n in many if n != "DeleteLaunchTemplate"]
     assert one == many, (one, many)
     # 9, plus the one listing of the annexes' launch templates (issue 13: teardown removes them)
     assert len(one) <= 9 + 1 and one.count("DescribeLaunchTemplates") == 1, one
@@ -765,16 +788,16 @@ def test_imdsv1_launch_when_allowed_and_granted(pool):
 
 def test_allow_imdsv1_does_not_weaken_a_boot_agent_image(pool):
     result = launch(pool, allow_imdsv1=True)
-    assert result["boot_agent"] is True
-    assert all(i["MetadataOptions"]["HttpTokens"] == "required" for i in instances())
+    assert result["boot_agent"] is True and len(instances()) == 2
+    assert launch_template_data("a1")["MetadataOptions"]["HttpTokens"] == "required"
 
 
 def test_tag_key_metadata_cannot_carry_disables_metadata_tags(pool):
     result = launch(pool, tags={"lab/group": "jwst"})
     assert result["changed"] and "lab/group" in result["msg"], result
-    for inst in instances():
-        assert inst["MetadataOptions"]["HttpTokens"] == "required"
-        assert inst["MetadataOptions"]["InstanceMetadataTags"] == "disabled"
+    assert len(instances()) == 2
+    options = launch_template_data("a1")["MetadataOptions"]
+    assert options["HttpTokens"] == "required" and options["InstanceMetadataTags"] == "disabled"
 
 
 @pytest.mark.parametrize("key,ok", [("project", True), ("htcondor:AnnexName", True), ("a.b,c=d+e@f-g_h", True),

@@ -12,7 +12,9 @@ import pytest
 from botocore.session import Session
 from botocore.validate import ParamValidator
 
-from annex_helpers import REGION, aws_env, inventory, moto, run_module, setup_pool  # noqa: F401 pylint: disable=unused-import
+from annex_helpers import (  # noqa: F401 pylint: disable=unused-import
+    REGION, aws_env, inventory, launch_template_data, moto, run_module, setup_pool, stock_script_args,
+)
 from test_annex_module import _inject_failure, tarball
 from ansible_collections.htcondor.annex.plugins.modules import annex, annex_setup
 from ansible_collections.htcondor.annex.plugins.module_utils import network
@@ -130,6 +132,8 @@ def test_setup_network_refused_before_anything_is_created(moto, case):
 # ---------------------------------------------------------------- on-demand launch
 
 def test_on_demand_workers_spread_over_zones_and_grow_where_there_are_fewer(pool):
+    """Workers of an image without the boot agent (RunInstances, the stock script's path)."""
+    pool["args"] = stock_script_args(pool["args"])
     result = run_module(annex, dict(pool["args"], count=4))
     assert result["changed"] and len(result["launched_instance_ids"]) == 4, result
     found = live("a1")
@@ -150,6 +154,14 @@ def test_own_vpc_launch_lands_only_there_with_its_group(moto, tmp_path):
     pool = setup_pool(tmp_path, name="a1", ami_id=AMI, condor_version="23.9.6")
     run_module(annex_setup, dict(vpc_id=vpc))
     group = run_module(annex_setup, dict(vpc_id=vpc))["security_group_ids"][0]
+    # a fleet launch (boot agent image): its pools are the own VPC's subnets, its template the group
+    fleet_launch = run_module(annex, dict(pool["args"], name="f1", count=3))
+    assert fleet_launch["changed"] and not fleet_launch.get("failed"), fleet_launch
+    assert {i["SubnetId"] for _r, i in live("f1")} <= set(subnets) and len(live("f1")) == 3
+    assert all(i["VpcId"] == vpc for _r, i in live("f1"))
+    assert launch_template_data("f1")["SecurityGroupIds"] == [group]
+    # the stock script's RunInstances path: spread over both zones
+    pool["args"] = stock_script_args(pool["args"], setup_args=dict(vpc_id=vpc))
     result = run_module(annex, dict(pool["args"], count=3))
     assert result["changed"] and not result.get("failed"), result
     found = [i for _r, i in live("a1")]
@@ -162,6 +174,7 @@ def test_own_vpc_launch_lands_only_there_with_its_group(moto, tmp_path):
 
 
 def test_zone_without_capacity_passes_its_share_on(pool, monkeypatch):
+    pool["args"] = stock_script_args(pool["args"])  # RunInstances: an image without the boot agent
     seen = _inject_failure(monkeypatch, "RunInstances", "InsufficientInstanceCapacity", 1)
     result = run_module(annex, dict(pool["args"], count=2))
     assert seen["n"] == 1
@@ -172,7 +185,9 @@ def test_zone_without_capacity_passes_its_share_on(pool, monkeypatch):
 def test_failure_after_a_partial_launch_keeps_the_launched_workers(pool, monkeypatch):
     """The second of three subnets refuses for another reason than capacity: the worker already
     launched keeps its tarball and lease (put before any launch) and is not terminated; the
-    message says so and claims no rollback; a re-run launches the rest."""
+    message says so and claims no rollback; a re-run launches the rest. (RunInstances: an image
+    without the boot agent.)"""
+    pool["args"] = stock_script_args(pool["args"])
     original = annex.Annex.run_instances_in
     calls = {"n": 0}
 

@@ -12,7 +12,9 @@ import boto3
 import botocore.client
 import pytest
 
-from annex_helpers import REGION, aws_env, inventory, moto, run_module, setup_pool  # noqa: F401 pylint: disable=unused-import
+from annex_helpers import (  # noqa: F401 pylint: disable=unused-import
+    REGION, aws_env, inventory, launch_template_data, moto, run_module, setup_pool,
+)
 from ansible_collections.htcondor.annex.plugins.modules import annex
 from ansible_collections.htcondor.annex.plugins.module_utils import worker_image as wi
 from ansible_collections.htcondor.annex.plugins.module_utils.aws import AnnexAWSError, AWSConnection
@@ -300,8 +302,11 @@ def test_same_count_rerun_makes_no_image_lookup(pool, monkeypatch):
     names = list(calls.names)
     for name in calls.lock + ["DescribeInstances"]:
         names.remove(name)
+    # the launch: the annex's launch template found (DescribeLaunchTemplates) and given a version
+    # with the image, then one CreateFleet
     assert sorted(n for n in names if n not in lookup) == [
-        "DescribeInstances", "DescribeStacks", "HeadObject", "PutObject", "RunInstances"], calls.names
+        "CreateFleet", "CreateLaunchTemplateVersion", "DescribeInstances", "DescribeLaunchTemplates",
+        "DescribeStacks", "HeadObject", "PutObject"], calls.names
     assert calls.lock == ["PutObject", "GetObject", "PutObject", "PutObject"], calls.lock
     assert {i["ImageId"] for i in annex_instances()} == {wanted}
 
@@ -332,4 +337,5 @@ def test_looked_up_boot_agent_image_is_launched_imdsv2_only(pool):
     build_image("25.0.1", hours=1)
     result = launch(pool)
     assert result["boot_agent"] is True and result["ami_source"] == "newest project worker image", result
-    assert {i["MetadataOptions"]["HttpTokens"] for i in annex_instances()} == {"required"}
+    assert annex_instances()  # launched by a fleet: they boot with the launch template's metadata options
+    assert launch_template_data(result["annex_id"])["MetadataOptions"]["HttpTokens"] == "required"
