@@ -7,7 +7,8 @@ of the shortfall without the pools that failed.
 
 Instant fleets launch synchronously and answer with the instances and the per-pool errors; AWS
 keeps them only as records (no request goes on running), so nothing needs cancelling. DeleteFleets
-on an instant fleet terminates its instances (EC2 API reference, DeleteFleets): never called here.
+on an instant fleet terminates its instances (EC2 API reference, DeleteFleets): only a removal
+deletes the records, after terminating the instances itself.
 Workers launched by a fleet carry no annex client token; they are found by the annex name tag.
 """
 
@@ -63,8 +64,48 @@ def find_launch_templates(ec2, annex_id=None):
     return paginate(ec2, "DescribeLaunchTemplates", "LaunchTemplates", Filters=filters)
 
 
-def template_annex(template):
-    return tag_dict(template.get("Tags")).get(proto.ANNEX_NAME_TAG)
+def tagged_annex(resource):
+    """The annex a launch template or fleet record of the project belongs to (its annex name tag)."""
+    return tag_dict(resource.get("Tags")).get(proto.ANNEX_NAME_TAG)
+
+
+# ---------- instant fleets' records ----------
+# DeleteFleets takes at most 25 instant fleets a request, else deletes none (EC2 API reference).
+INSTANT_FLEETS_PER_DELETE = 25
+
+
+def find_instant_fleets(ec2, annex_id=None):
+    """The project's instant fleet records still active, of annex `annex_id` (None: of every annex).
+    DescribeFleets documents no tag filter (its filters are activity-status, fleet-state, type ...),
+    so the managed-by and annex name tags are checked here: a user's fleet is never touched."""
+    found = []
+    filters = [{"Name": "type", "Values": ["instant"]}, {"Name": "fleet-state", "Values": ["active"]}]
+    for record in paginate(ec2, "DescribeFleets", "Fleets", Filters=filters):
+        tags = tag_dict(record.get("Tags"))
+        annex = tags.get(proto.ANNEX_NAME_TAG)
+        if tags.get(MANAGED_BY_KEY) == MANAGED_BY_VALUE and annex and annex_id in (None, annex):
+            found.append(record)
+    return found
+
+
+def delete_instant_fleets(ec2, records):
+    """Delete the records of a removed annex's instant fleets; EC2 terminates an instant fleet's
+    instances with it (TerminateInstances must be true: 'a deleted instant fleet with running
+    instances is not supported'), so only a removal calls this, before terminating the rest.
+    A record that cannot be deleted bills nothing (EC2 may refuse one of more than 1000 instances;
+    moto one whose instances all ended): the texts of such failures are returned, not raised."""
+    ids, failures = [r["FleetId"] for r in records], []
+    for start in range(0, len(ids), INSTANT_FLEETS_PER_DELETE):
+        batch = ids[start:start + INSTANT_FLEETS_PER_DELETE]
+        try:
+            response = call(ec2, "DeleteFleets", FleetIds=batch, TerminateInstances=True)
+        except AnnexAWSError as exc:
+            failures.append("%s: %s" % (", ".join(batch), exc.message))
+            continue
+        for item in response.get("UnsuccessfulFleetDeletions") or []:
+            error = item.get("Error") or {}
+            failures.append("%s: %s" % (item.get("FleetId"), error.get("Code") or error.get("Message")))
+    return failures
 
 
 def delete_launch_templates(ec2, templates):

@@ -46,8 +46,8 @@ description:
     instance in any pool (a definitive answer, not a failed call), leaves nothing (no launch template, tarball or
     lease).
   - O(state=absent) runs C(condor_off -annex NAME) where HTCondor is reachable, cancels the annex's Spot
-    Fleet requests (terminating their instances), terminates its instances, deletes its launch template, its tarball and lease,
-    and the lease rules C(condor_annex) made for it (found through the lease functions; a rule is deleted
+    Fleet requests (terminating their instances), terminates its instances, deletes its EC2 Fleet records (instant
+    fleets stay listed after their launch) and launch template, its tarball and lease, and the lease rules C(condor_annex) made for it (found through the lease functions; a rule is deleted
     only when all its targets are lease functions). O(all_annexes=true) does this for every annex.
   - Runs of one annex started together launch one after the other. A run with something to launch takes
     the annex's launch lock (an S3 object in the setup bucket, written with conditional writes), counts
@@ -1308,6 +1308,9 @@ class Annex:
         for warning in lock.warnings if lock else []:
             self.module.warn(warning)
         templates = fleet.find_launch_templates(self.ec2, self.name)
+        # instant fleets' records bill nothing: removed with the rest, never alone (the launch template
+        # outlives the workers, so a removal finds them)
+        records = fleet.find_instant_fleets(self.ec2, self.name)
         if not (instances or fleets or rules or has_tarball or lock_record or templates):
             self.notes.append("annex %s does not exist" % self.name)
             return self.finish()
@@ -1323,6 +1326,7 @@ class Annex:
         if fleets:  # first, so the fleets do not replace the instances terminated below
             cancel_fleets(self.ec2, self.result["spot_fleet_request_ids"])
             instances = self.live_instances(ALL_INSTANCE_STATES)
+        self.delete_fleet_records(records)
         terminate_instances(self.ec2, instances)
         fleet.delete_launch_templates(self.ec2, templates)
         for rule, (_annex, targets) in sorted(rules.items()):
@@ -1331,9 +1335,10 @@ class Annex:
             delete_tarball(s3, setup["bucket"], self.name)
         if lock_record:
             lock.discard(lock_record)
-        self.notes.append("annex %s removed: %d instances terminated, %d fleets cancelled, lease %s%s" % (
+        self.notes.append("annex %s removed: %d instances terminated, %d fleets cancelled, lease %s%s%s" % (
             self.name, len(instances), len(fleets), "deleted" if has_tarball else "already gone",
-            ", launch template deleted" if templates else ""))
+            ", launch template deleted" if templates else "",
+            ", %d instant fleet records deleted" % len(records) if records else ""))
         return self.finish()
 
     def absent_all(self):
@@ -1351,7 +1356,8 @@ class Annex:
         names = set(instance_annex(i) for i in instances) | set(proto.fleet_annex_id(f) for f in fleets)
         names |= set(proto.annex_id_from_key(k) for k in keys) | set(a for a, _targets in rules.values())
         templates = fleet.find_launch_templates(ec2)
-        names |= set(fleet.template_annex(t) for t in templates)
+        records = fleet.find_instant_fleets(ec2)  # removed with the annexes, never alone (as in absent)
+        names |= set(fleet.tagged_annex(t) for t in templates)
         self.result.update(annex_id=None, removed_annexes=sorted(n for n in names if n),
                            spot_fleet_request_ids=[f["SpotFleetRequestId"] for f in fleets])
         if not names:
@@ -1370,6 +1376,7 @@ class Annex:
             cancel_fleets(ec2, self.result["spot_fleet_request_ids"])
             instances = find_instances(ec2, None, ALL_INSTANCE_STATES)
         ids = [i["InstanceId"] for i in instances]
+        self.delete_fleet_records(records)
         terminate_instances(ec2, ids)
         fleet.delete_launch_templates(ec2, templates)
         for rule, (_annex, targets) in sorted(rules.items()):
@@ -1379,6 +1386,14 @@ class Annex:
                           "deleted" % (len(self.result["removed_annexes"]), ", ".join(self.result["removed_annexes"]),
                                        len(ids), len(fleets), len(keys)))
         return self.finish()
+
+    def delete_fleet_records(self, records):
+        """Delete instant fleets' records first: EC2 ends their instances with them, as it asks
+        (terminate_instances then ends the rest); a record left is said, not fatal."""
+        failures = fleet.delete_instant_fleets(self.ec2, records)
+        if failures:
+            self.module.warn("EC2 Fleet records not deleted (they bill nothing; a later removal tries again): %s"
+                             % "; ".join(failures))
 
     def finish(self):
         self.result["changed"] = self.changed

@@ -243,6 +243,38 @@ def test_absent_removes_the_launch_template_but_not_a_users(rig):
     rig["ec2"].delete_launch_template(LaunchTemplateId=user["LaunchTemplateId"])
 
 
+def fleet_states(rig):
+    return dict((f["FleetId"], f["FleetState"]) for f in rig["ec2"].describe_fleets()["Fleets"])
+
+
+def test_absent_deletes_the_annexs_fleet_records_only(rig):
+    """Instant fleets stay listed (active) after their launch; removing the annex deletes its records
+    (TerminateInstances=true, as EC2 requires for instant fleets), not another annex's or a user's."""
+    earlier = set(fleet_states(rig))  # the rig's moto server is shared with the tests above
+    assert launch(rig, "rec1", count=2)["changed"] and launch(rig, "rec2", count=1)["changed"]
+    before = dict((k, v) for k, v in fleet_states(rig).items() if k not in earlier)
+    assert list(before.values()) == ["active", "active"], before
+    user_template = rig["ec2"].create_launch_template(LaunchTemplateName="rec-mine",
+                                                      LaunchTemplateData={"ImageId": AMI})["LaunchTemplate"]
+    user_fleet = rig["ec2"].create_fleet(
+        Type="instant", TargetCapacitySpecification=dict(TotalTargetCapacity=1, DefaultTargetCapacityType="on-demand"),
+        LaunchTemplateConfigs=[dict(LaunchTemplateSpecification=dict(
+            LaunchTemplateId=user_template["LaunchTemplateId"], Version="1"), Overrides=[dict(InstanceType="t3.micro")])])
+    removed = launch(rig, "rec1", state="absent")
+    assert "1 instant fleet records deleted" in removed["msg"], removed
+    after = fleet_states(rig)
+    gone = [ident for ident in before if after[ident].startswith("deleted")]
+    assert len(gone) == 1, after
+    assert after[user_fleet["FleetId"]] == "active"
+    assert [after[ident] for ident in before if ident not in gone] == ["active"]  # rec2's
+    again = launch(rig, "rec1", state="absent")
+    assert again["changed"] is False, again
+    assert launch(rig, "rec2", state="absent")["changed"]
+    assert fleet_states(rig)[user_fleet["FleetId"]] == "active"
+    rig["ec2"].delete_fleets(FleetIds=[user_fleet["FleetId"]], TerminateInstances=True)
+    rig["ec2"].delete_launch_template(LaunchTemplateId=user_template["LaunchTemplateId"])
+
+
 def test_all_or_nothing_sets_min_target_capacity(rig, calls):
     result = launch(rig, "aon1", count=4, all_or_nothing=True)
     assert result["changed"], result

@@ -137,6 +137,7 @@ class Moto:
 class IamFlow:
     def __init__(self, server, tmp):
         self.template_tags = {}  # the annex launch templates' tags (test_whole_flow_with_only_the_shipped_policy)
+        self.fleet_tags = {}  # the instant fleets' tags (teardown deletes their records)
         self.moto = Moto(server)
         self.server = server
         self.flow = Flow(server, tmp)
@@ -318,6 +319,8 @@ def test_whole_flow_with_only_the_shipped_policy(iam_flow):
     with iam_flow.admin_view() as admin:  # the denied fleet's template stays with its tarball (a raised call)
         iam_flow.template_tags.update((t["LaunchTemplateId"], dict((g["Key"], g["Value"]) for g in t["Tags"]))
                                       for t in admin("ec2").describe_launch_templates()["LaunchTemplates"])
+        iam_flow.fleet_tags = dict((f["FleetId"], dict((g["Key"], g["Value"]) for g in f.get("Tags", [])))
+                                   for f in admin("ec2").describe_fleets()["Fleets"])
     assert sorted(t["htcondor:AnnexName"] for t in iam_flow.template_tags.values()) == ["Denied", "Fleet", "MyFirstAnnex"]
 
     # a tarball no annex owns any more: the teardown must empty the bucket itself
@@ -455,9 +458,10 @@ def _resource_tag_context(service, tags):
 class AwsView:
     """The ARNs and context keys AWS evaluates a recorded request with."""
 
-    def __init__(self, instance_tags, worker_role_arn, template_tags=None):
+    def __init__(self, instance_tags, worker_role_arn, template_tags=None, fleet_tags=None):
         self.instance_tags = instance_tags
         self.template_tags = template_tags or {}
+        self.fleet_tags = fleet_tags or {}
         self.worker_role_arn = worker_role_arn
         self.arn = lambda service, rest: f"arn:aws:{service}:{REGION}:{ref.ACCOUNT}:{rest}"
 
@@ -538,6 +542,10 @@ class AwsView:
         for instance in _numbered(params, "InstanceId"):
             yield self.arn("ec2", f"instance/{instance}"), _resource_tag_context("ec2", self.instance_tags[instance])
 
+    def _ec2_DeleteFleets(self, params, _path):
+        for fleet in _numbered(params, "FleetId"):
+            yield self.arn("ec2", f"fleet/{fleet}"), _resource_tag_context("ec2", self.fleet_tags[fleet])
+
     def _ec2_RequestSpotFleet(self, params, _path):
         yield self.arn("ec2", "spot-fleet-request/*"), {}
 
@@ -586,7 +594,7 @@ def test_every_call_is_allowed_on_the_resources_aws_checks(iam_flow):
         reservations = admin("ec2").describe_instances()["Reservations"]
     instance_tags = dict((i["InstanceId"], dict((t["Key"], t["Value"]) for t in i.get("Tags", [])))
                          for r in reservations for i in r["Instances"])
-    view = AwsView(instance_tags, worker_role_arn(), iam_flow.template_tags)
+    view = AwsView(instance_tags, worker_role_arn(), iam_flow.template_tags, iam_flow.fleet_tags)
     checked, denied = 0, set()
     for entry, service, action in iam_flow.user_entries():
         for iam_action, arn, context in view.checks(entry, service, action):
