@@ -47,8 +47,9 @@ description:
     lease).
   - O(state=absent) runs C(condor_off -annex NAME) where HTCondor is reachable, cancels the annex's Spot
     Fleet requests (terminating their instances), terminates its instances, deletes its EC2 Fleet records (instant
-    fleets stay listed after their launch) and launch template, its tarball and lease, and the lease rules C(condor_annex) made for it (found through the lease functions; a rule is deleted
-    only when all its targets are lease functions). O(all_annexes=true) does this for every annex.
+    fleets stay listed after their launch) and launch template, its tarball and lease, and the lease rules
+    C(condor_annex) made for it (found through the lease functions; a rule is deleted only when all its
+    targets are lease functions). O(all_annexes=true) does this for every annex.
   - Runs of one annex started together launch one after the other. A run with something to launch takes
     the annex's launch lock (an S3 object in the setup bucket, written with conditional writes), counts
     again and launches only what is still missing, so together they never launch more than O(count) (or
