@@ -54,6 +54,12 @@ DEFAULT_MIN_WORKER_MINUTES = 30
 # same with the attributes the negotiation references); jobs equal in all of them are one group.
 SIGNIFICANT_ATTRS = ("RequestCpus", "RequestMemory", "RequestDisk", "RequestGPUs", "Requirements",
                      "MayUseAWS", "Owner")
+# What the caller asks condor_q for (-attributes): the significant ones, the job's id and status,
+# and the attributes condor_submit's default requests and Requirements reference (RequestDisk =
+# DiskUsage, RequestMemory = ifThenElse(MemoryUsage ...)). An attribute a user's Requirements
+# references beyond these reads as undefined.
+JOB_ATTRIBUTES = SIGNIFICANT_ATTRS + ("ClusterId", "ProcId", "JobStatus", "User", "DiskUsage", "MemoryUsage",
+                                      "ImageSize", "ExecutableSize", "JobUniverse", "WantGPUs")
 _SIGNIFICANT_LOWER = dict((a.lower(), a) for a in SIGNIFICANT_ATTRS)
 _RESOURCES = ("cpus", "memory", "disk", "gpus")
 IDLE = 1  # JobStatus

@@ -11,6 +11,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
+
 from ansible_collections.htcondor.annex.plugins.module_utils.annex_protocol import (
     parse_condor_version,
 )
@@ -71,6 +73,29 @@ class CondorCLI:
             elif parts:
                 machines.setdefault(annex_name, set()).add(parts[0])
         return machines
+
+    def _ads(self, tool, args):
+        """The ads a tool prints with -json (nothing printed: no ads), or None."""
+        out = self._run(tool, list(args) + ["-json"])
+        if out is None:
+            return None
+        if not out.strip():
+            return []
+        try:
+            ads = json.loads(out)
+        except ValueError:
+            self.warnings.append("%s printed no JSON: %s" % (tool, out.strip()[:200]))
+            return None
+        return ads if isinstance(ads, list) else None
+
+    def idle_jobs(self, attributes):
+        """Idle jobs of every user in this schedd (condor_q -allusers), only `attributes`, or None."""
+        return self._ads("condor_q", ["-allusers", "-constraint", "JobStatus == 1",
+                                      "-attributes", ",".join(attributes)])
+
+    def annex_slots(self, annex_name):
+        """The machine ads of the annex's slots in the collector (condor_status -annex), or None."""
+        return self._ads("condor_status", ["-annex", annex_name])
 
     def off(self, annex_name):
         """condor_off -annex NAME: True if sent, None if HTCondor unavailable/failed."""

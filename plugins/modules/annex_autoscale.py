@@ -1,0 +1,370 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: htcondor.annex contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: annex_autoscale
+short_description: Decide how many workers an autoscaling annex needs now (launches nothing)
+version_added: 0.2.0
+description:
+  - One decision of the annex autoscaler, meant to run on the master every minute as the annex user
+    (a following M(htcondor.annex.annex) task launches what it decides, through the annex module's launch
+    code and lock).
+  - Gathers the idle jobs (C(condor_q -allusers -json)), the annex's slots (C(condor_status -annex -json)),
+    the annex's instances, the allowed instance types (C(DescribeInstanceTypes)) and their prices
+    (Price List API on demand, C(DescribeSpotPriceHistory) for Spot, cached, or O(price_per_hour)), and
+    decides with HTCondor's own ClassAd evaluation which idle jobs may run on the annex, what the joined and
+    booting workers already hold, and the fewest new workers for the rest, within O(max_instances), the
+    O(budget_usd) and the lease.
+  - Logs one line (demand, supply, live, launch, spend, budget left, why) to syslog/the journal.
+  - Never launches or terminates anything; it writes only its own price cache and capacity back-off state
+    in O(state_dir) (not in check mode), so it always reports C(changed=false).
+author:
+  - HTCondor annex maintainers (@htcondor-annex)
+options:
+  name:
+    description: The annex (its C(htcondor:AnnexName) tag and C(AnnexName) in the pool).
+    type: str
+    required: true
+  instance_types:
+    description: The instance types the annex may launch.
+    type: list
+    elements: str
+    required: true
+  max_instances:
+    description: The most live instances the annex may have (1 to 1000).
+    type: int
+    default: 20
+  budget_usd:
+    description:
+      - Dollars the annex may cost over its lease, spent (running time of its instances x price) and
+        committed (live instances x price x hours to the lease end) together.
+    type: float
+    required: true
+  duration:
+    description:
+      - Lease in hours, counted from the autoscaler's first run for this annex (kept in O(state_dir)).
+      - Ignored when O(expiry) is given.
+    type: float
+    default: 8
+  expiry:
+    description:
+      - Absolute lease end, UTC, as C(YYYY-MM-DD HH:MM) or ISO 8601 (C(2026-12-18T23:59:00Z)).
+    type: str
+  min_worker_minutes:
+    description: Launch no worker that would live less than this before the lease ends.
+    type: float
+    default: 30
+  boot_budget_minutes:
+    description: Instances launched and not joined yet count as supply for this long (1 to 60).
+    type: float
+    default: 15
+  price_per_hour:
+    description: Instance type -> USD per hour; wins over the Price List and Spot prices.
+    type: dict
+    default: {}
+  spot:
+    description: The annex launches Spot instances; the budget uses Spot prices (the highest over the zones).
+    type: bool
+    default: false
+  owners:
+    description:
+      - Only jobs of these users are demand, as the annex's workers C(START) only them (same default as
+        M(htcondor.annex.annex)). Defaults to the user running the module.
+    type: list
+    elements: str
+  no_owner:
+    description: Jobs of any user (with C(MayUseAWS = TRUE)) are demand, as for an annex made with C(no_owner).
+    type: bool
+    default: false
+  state_dir:
+    description: Where the price cache and the back-off state live (created owner-only). Defaults to C(~/.condor/htcondor-annex).
+    type: path
+extends_documentation_fragment:
+  - htcondor.annex.aws
+notes:
+  - Needs HTCondor's Python bindings (C(htcondor2)/C(classad2)) and its command line tools on the host.
+'''
+
+EXAMPLES = r'''
+- name: Decide
+  htcondor.annex.annex_autoscale:
+    name: MyFirstAnnex
+    instance_types: [m5.large]
+    max_instances: 3
+    budget_usd: 20
+    duration: 8
+  register: decision
+
+- name: Launch what it decided, through the annex module's launch code and lock
+  htcondor.annex.annex:
+    name: MyFirstAnnex
+    count: "{{ decision.target_count }}"
+    instance_types: "{{ decision.instance_types_to_launch }}"
+    max_instances: 3
+  when: decision.instance_types_to_launch | length > 0
+'''
+
+RETURN = r'''
+decision:
+  description: The decision (module_utils/autoscale.py Decision.to_dict()).
+  returned: success
+  type: dict
+  sample: {"launch": {"m5.large": 3}, "demand": 5, "supply": 0, "unmet": 5, "live": 0, "pending": 0,
+           "spent_usd": 0.0, "budget_left_usd": 17.69, "reason": "launch m5.large:3 for 5 unmet jobs"}
+log_line:
+  description: The one line logged.
+  returned: success
+  type: str
+  sample: "demand=5 supply=0 live=0 launch=m5.large:3 spent=$0.00 budget_left=$17.69 reason=launch m5.large:3 ..."
+target_count:
+  description: Live instances plus those to launch, never above O(max_instances).
+  returned: success
+  type: int
+  sample: 3
+instance_types_to_launch:
+  description: The instance types of the new workers (empty when nothing is to be launched).
+  returned: success
+  type: list
+  elements: str
+  sample: ["m5.large"]
+lease_end:
+  description: The lease end used (ISO 8601 UTC).
+  returned: success
+  type: str
+prices:
+  description: Instance type -> USD per hour used.
+  returned: success
+  type: dict
+'''
+
+import getpass
+import json
+import math
+import os
+import re
+import time
+from datetime import datetime, timezone
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
+    AWS_ARGUMENT_SPEC, AWS_MUTUALLY_EXCLUSIVE, AWS_REQUIRED_TOGETHER, HAS_BOTO3, AWSConnection, AnnexAWSError,
+    call, missing_boto3_msg, resolve_region, validate_region,
+)
+from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
+from ansible_collections.htcondor.annex.plugins.module_utils import annex_resources as resources
+from ansible_collections.htcondor.annex.plugins.module_utils import autoscale, pricing
+from ansible_collections.htcondor.annex.plugins.module_utils.condor_cli import CondorCLI
+from ansible_collections.htcondor.annex.plugins.module_utils.files import read_text, write_private
+
+INSTANCE_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9-]*\.[a-z0-9-]+")
+MAX_INSTANCES = 1000
+MAX_BOOT_BUDGET_MINUTES = 60
+DEFAULT_STATE_DIR = "~/.condor/htcondor-annex"
+EXPIRY_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S")
+# StateTransitionReason of an ended instance: "User initiated (2026-11-30 21:58:03 GMT)"
+ENDED_AT_RE = re.compile(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) GMT\)")
+
+
+class InputError(Exception):
+    pass
+
+
+def argument_spec():
+    spec = dict(AWS_ARGUMENT_SPEC)
+    spec.update(
+        name=dict(type="str", required=True),
+        instance_types=dict(type="list", elements="str", required=True),
+        max_instances=dict(type="int", default=20),
+        budget_usd=dict(type="float", required=True),
+        duration=dict(type="float", default=8.0),
+        expiry=dict(type="str"),
+        min_worker_minutes=dict(type="float", default=float(autoscale.DEFAULT_MIN_WORKER_MINUTES)),
+        boot_budget_minutes=dict(type="float", default=float(autoscale.DEFAULT_BOOT_BUDGET_MINUTES)),
+        price_per_hour=dict(type="dict", default={}),
+        spot=dict(type="bool", default=False),
+        owners=dict(type="list", elements="str"),
+        no_owner=dict(type="bool", default=False),
+        state_dir=dict(type="path"),
+    )
+    return spec
+
+
+def parse_expiry(text):
+    """Epoch seconds of an absolute lease end given in UTC."""
+    text = text.strip()
+    if text.endswith("Z"):
+        text = text[:-1]
+    for fmt in EXPIRY_FORMATS:
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc).timestamp()
+        except ValueError:
+            continue
+    raise InputError("expiry %r is not a UTC date-time like '2026-12-18 23:59'" % text)
+
+
+def _finite(params, option, low, high=None, low_open=False):
+    value = params[option]
+    if not math.isfinite(value) or value < low or (low_open and value == low) or (high is not None and value > high):
+        raise InputError("%s must be a finite number %s %s%s (got %s)" % (
+            option, "above" if low_open else "of at least", low, " and at most %s" % high if high else "", value))
+
+
+def validate(params):
+    """Every option checked before any call; returns the expiry (epoch) or None."""
+    error = validate_region(resolve_region(params["region"])) or proto.validate_annex_id(params["name"])
+    if error:
+        raise InputError(error)
+    if not params["instance_types"]:
+        raise InputError("instance_types must name at least one instance type")
+    for itype in params["instance_types"]:
+        if not INSTANCE_TYPE_RE.fullmatch(itype or ""):
+            raise InputError("instance_type %r is not an EC2 instance type (e.g. m5.large)" % itype)
+    if not 1 <= params["max_instances"] <= MAX_INSTANCES:
+        raise InputError("max_instances must be 1 to %d (got %d)" % (MAX_INSTANCES, params["max_instances"]))
+    _finite(params, "budget_usd", 0, low_open=True)
+    _finite(params, "duration", 0, proto.MAX_LEASE_HOURS, low_open=True)
+    _finite(params, "min_worker_minutes", 0, proto.MAX_LEASE_HOURS * 60)
+    _finite(params, "boot_budget_minutes", 1, MAX_BOOT_BUDGET_MINUTES)
+    for itype, usd in params["price_per_hour"].items():
+        if not INSTANCE_TYPE_RE.fullmatch(itype):
+            raise InputError("price_per_hour key %r is not an EC2 instance type" % itype)
+        try:
+            usd = float(usd)
+        except (TypeError, ValueError):
+            usd = float("nan")
+        if not math.isfinite(usd) or usd <= 0:
+            raise InputError("price_per_hour[%s] must be a finite number of USD above 0 (got %r)" % (itype, usd))
+    for owner in params["owners"] or []:
+        if not proto.OWNER_RE.fullmatch(owner):
+            raise InputError("owner %r is not a user name HTCondor can match" % owner)
+    if params["owners"] and params["no_owner"]:
+        raise InputError("owners and no_owner exclude each other")
+    return parse_expiry(params["expiry"]) if params["expiry"] else None
+
+
+def owners(params):
+    """The owners the annex's workers START (as the annex module sets them); None: any user."""
+    if params["no_owner"]:
+        return None
+    return params["owners"] or [getpass.getuser()]
+
+
+def _epoch(value):
+    return value.timestamp() if hasattr(value, "timestamp") else float(value)
+
+
+def annex_instances(ec2, name, slots):
+    """The annex's instances as the engine takes them. An ended instance's end is read from its
+    StateTransitionReason (else its launch: unknown running time counts nothing); joined: a slot
+    of the annex names its host."""
+    hosts = set()
+    for slot in slots:
+        machine = slot.get("Machine") or str(slot.get("Name", "")).split("@")[-1]
+        hosts.update([machine, machine.split(".")[0]])
+    found = []
+    for inst in resources.find_instances(ec2, name):
+        state = inst["State"]["Name"]
+        launched = _epoch(inst["LaunchTime"])
+        end = None
+        if state not in resources.LIVE_INSTANCE_STATES:
+            match = ENDED_AT_RE.search(inst.get("StateTransitionReason") or "")
+            end = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").replace(
+                tzinfo=timezone.utc).timestamp() if match else launched
+        dns = inst.get("PrivateDnsName") or ""
+        found.append({"id": inst["InstanceId"], "type": inst["InstanceType"], "launch_time": launched,
+                      "end_time": end, "joined": bool(dns) and (dns in hosts or dns.split(".")[0] in hosts)})
+    return found
+
+
+def pricing_client(conn):
+    """A Price List client: the query API answers in PRICE_LIST_REGION for every region."""
+    kwargs = dict(region_name=pricing.PRICE_LIST_REGION, config=conn.config)
+    if conn.endpoint_url:
+        kwargs["endpoint_url"] = conn.endpoint_url
+    return conn.session.client("pricing", **kwargs)
+
+
+class StateFiles:
+    """The price cache and the annex's autoscaler state (lease start, capacity back-off) in
+    state_dir, written owner-only and atomically (files.py), never in check mode."""
+
+    def __init__(self, state_dir, name):
+        self.dir = os.path.expanduser(state_dir or DEFAULT_STATE_DIR)
+        self.cache = pricing.PriceCache(os.path.join(self.dir, "prices.json"))
+        self.path = os.path.join(self.dir, "autoscale-%s.json" % name)
+        try:
+            self.state = json.loads(read_text(self.path) or "{}")
+        except ValueError:
+            self.state = {}
+
+    def save(self, backoff):
+        self.state["backoff"] = backoff.to_dict()
+        write_private(os.path.join(self.dir, "prices.json"), json.dumps(self.cache.entries, sort_keys=True))
+        write_private(self.path, json.dumps(self.state, sort_keys=True))
+
+
+def run(module, conn, params, expiry, now):
+    condor = CondorCLI(module)
+    jobs = condor.idle_jobs(autoscale.JOB_ATTRIBUTES)
+    slots = condor.annex_slots(params["name"])
+    for warning in condor.warnings:
+        module.warn(warning)
+    if jobs is None or slots is None:
+        raise autoscale.AutoscaleError("cannot read the queue or the annex's slots from HTCondor: no decision")
+    files = StateFiles(params["state_dir"], params["name"])
+    files.state.setdefault("started", now)
+    lease_end = expiry if expiry is not None else float(files.state["started"]) + params["duration"] * 3600.0
+    ec2 = conn.client("ec2")
+    instances = annex_instances(ec2, params["name"], slots)
+    allowed = sorted(set(params["instance_types"]))
+    infos = call(ec2, "DescribeInstanceTypes", InstanceTypes=allowed).get("InstanceTypes", [])
+    priced = sorted(set(allowed) | set(i["type"] for i in instances if i["end_time"] is None))
+    missing = [t for t in priced if t not in params["price_per_hour"]]
+    prices = pricing.resolve_prices(
+        priced, conn.region, spot=params["spot"], overrides=params["price_per_hour"], cache=files.cache,
+        pricing_client=pricing_client(conn) if missing and not params["spot"] else None, ec2=ec2, now=now)
+    policy = autoscale.Policy(params["name"], params["max_instances"], params["budget_usd"], lease_end,
+                              owners=owners(params), min_worker_minutes=params["min_worker_minutes"],
+                              boot_budget_minutes=params["boot_budget_minutes"])
+    backoff = autoscale.CapacityBackoff.from_dict(files.state.get("backoff"))
+    decision = autoscale.decide(jobs, slots, instances, infos, prices, policy, now, backoff)
+    if not module.check_mode:
+        files.save(backoff)
+    launch = sum(decision.launch.values())
+    return dict(decision=decision.to_dict(), log_line=decision.log_line(),
+                target_count=min(params["max_instances"], decision.live + launch),
+                instance_types_to_launch=sorted(decision.launch), prices=prices,
+                lease_end=proto.iso8601(int(lease_end)))
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
+                           required_together=AWS_REQUIRED_TOGETHER, mutually_exclusive=AWS_MUTUALLY_EXCLUSIVE)
+    if not HAS_BOTO3:
+        module.fail_json(msg=missing_boto3_msg())
+    params = module.params
+    try:
+        expiry = validate(params)
+        autoscale.require_classad()
+    except (InputError, autoscale.AutoscaleError) as exc:
+        module.fail_json(msg=str(exc))
+    try:
+        result = run(module, AWSConnection.from_params(params), params, expiry, time.time())
+    except AnnexAWSError as exc:
+        module.fail_json(msg=exc.message)
+    except autoscale.AutoscaleError as exc:
+        module.fail_json(msg=str(exc))
+    module.log("htcondor-annex autoscale %s: %s" % (params["name"], result["log_line"]))
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""htcondor.annex.annex_autoscale: one decision against moto's EC2 in-process, stand-in HTCondor
+tools on PATH that print what `condor_q -json` / `condor_status -json` print, and the Price List
+call stubbed in AWS's real format (test_pricing's products)."""
+
+import json
+import os
+import sys
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+pytest.importorskip("classad2")
+
+from annex_helpers import REGION, aws_env, moto, run_module  # noqa: F401,E402 pylint: disable=unused-import
+from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto  # noqa: E402
+from ansible_collections.htcondor.annex.plugins.module_utils.files import file_is_owner_only  # noqa: E402
+from ansible_collections.htcondor.annex.plugins.modules import annex_autoscale  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "module_utils"))
+from test_pricing import product, stubbed_pricing  # noqa: E402 pylint: disable=wrong-import-position
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+AMI = "ami-04681a1dbd79675a5"
+PRICE = {"m5.large": 0.096}
+
+
+def job(proc, may_use_aws=True, owner="alice"):
+    """One idle job as `condor_q -json` prints it (condor_submit's defaults for request_cpus = 1)."""
+    ad = {"ClusterId": 12, "ProcId": proc, "JobStatus": 1, "Owner": owner, "User": owner + "@master.ec2.internal",
+          "RequestCpus": 1, "DiskUsage": 1000, "RequestDisk": "/Expr(DiskUsage)/",
+          "RequestMemory": "/Expr(ifThenElse(MemoryUsage =!= undefined,MemoryUsage,2048))/",
+          "Requirements": "/Expr((TARGET.Arch == \"X86_64\") && (TARGET.OpSys == \"LINUX\") && "
+                          "(TARGET.Disk >= RequestDisk) && (TARGET.Memory >= RequestMemory) && "
+                          "(TARGET.Cpus >= RequestCpus) && (TARGET.HasFileTransfer))/"}
+    if may_use_aws:
+        ad["MayUseAWS"] = True
+    return ad
+
+
+@pytest.fixture
+def condor(tmp_path, monkeypatch):
+    """Stand-in condor_q / condor_status printing the JSON files they are given; each records its
+    arguments."""
+    bindir = tmp_path / "condor-bin"
+    bindir.mkdir()
+
+    def tool(name):
+        path = bindir / name
+        path.write_text('#!/bin/sh\necho "$@" > "$(dirname "$0")/%s.args"\ncat "$(dirname "$0")/%s.json"\n' % (
+            name, name))
+        path.chmod(0o755)
+    tool("condor_q")
+    tool("condor_status")
+    monkeypatch.setenv("PATH", str(bindir) + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"))
+
+    def answer(jobs=(), slots=()):
+        # no ads: the tools print nothing at all; they write "/" as "\/" (their expressions "\/Expr(...)\/")
+        (bindir / "condor_q.json").write_text(json.dumps(list(jobs)).replace("/", "\\/") if jobs else "")
+        (bindir / "condor_status.json").write_text(json.dumps(list(slots)).replace("/", "\\/") if slots else "")
+        return bindir
+    return answer
+
+
+def args(tmp_path, **extra):
+    settings = dict(name="lab", instance_types=["m5.large"], max_instances=3, budget_usd=20.0, duration=8,
+                    price_per_hour=PRICE, owners=["alice"], state_dir=str(tmp_path / "state"))
+    settings.update(extra)
+    return settings
+
+
+def launch(n, name="lab"):
+    ec2 = boto3.client("ec2", region_name=REGION)
+    ec2.run_instances(ImageId=AMI, InstanceType="m5.large", MinCount=n, MaxCount=n, TagSpecifications=[{
+        "ResourceType": "instance", "Tags": [{"Key": proto.ANNEX_NAME_TAG, "Value": name}]}])
+
+
+def test_no_idle_jobs_target_is_live(moto, condor, tmp_path):
+    bindir = condor()
+    launch(2)
+    launch(1, name="other")
+    result = run_module(annex_autoscale, args(tmp_path))
+    assert result.get("failed") is not True, result
+    assert result["changed"] is False
+    assert result["target_count"] == 2 and result["instance_types_to_launch"] == []
+    assert result["decision"]["live"] == 2 and result["decision"]["demand"] == 0
+    assert "no idle jobs for this annex" in result["log_line"]
+    q_args = (bindir / "condor_q.args").read_text().split()
+    assert q_args[:3] == ["-allusers", "-constraint", "JobStatus"] and "-json" in q_args
+    assert "MayUseAWS" in q_args[q_args.index("-attributes") + 1].split(",")
+    assert (bindir / "condor_status.args").read_text().split() == ["-annex", "lab", "-json"]
+    assert file_is_owner_only(str(tmp_path / "state" / "autoscale-lab.json"))
+    assert file_is_owner_only(str(tmp_path / "state" / "prices.json"))
+
+
+def test_five_one_cpu_jobs_two_cpu_type_max_three(moto, condor, tmp_path):
+    condor(jobs=[job(i) for i in range(5)])
+    result = run_module(annex_autoscale, args(tmp_path))
+    assert result["target_count"] == 3
+    assert result["instance_types_to_launch"] == ["m5.large"]
+    assert result["decision"]["launch"] == {"m5.large": 3} and result["decision"]["demand"] == 5
+    assert "launch=m5.large:3" in result["log_line"]
+    # nothing launched: the module decides only
+    reservations = boto3.client("ec2", region_name=REGION).describe_instances()["Reservations"]
+    assert reservations == []
+
+
+def test_live_instances_count_toward_max(moto, condor, tmp_path):
+    condor(jobs=[job(i) for i in range(5)])
+    launch(2)  # booting (not joined), within the boot budget: they hold four of the five jobs
+    result = run_module(annex_autoscale, args(tmp_path))
+    assert result["decision"]["pending"] == 2 and result["decision"]["supply"] == 4
+    assert result["target_count"] == 3 and result["decision"]["launch"] == {"m5.large": 1}
+
+
+def test_jobs_without_may_use_aws_start_nothing(moto, condor, tmp_path):
+    condor(jobs=[job(i, may_use_aws=False) for i in range(5)])
+    result = run_module(annex_autoscale, args(tmp_path))
+    assert result["target_count"] == 0 and result["instance_types_to_launch"] == []
+    assert result["decision"]["not_for_annex"]["jobs"] == 5
+    assert "MayUseAWS is not true" in result["log_line"]
+
+
+def test_budget_too_small_launches_nothing_and_says_why(moto, condor, tmp_path):
+    condor(jobs=[job(i) for i in range(5)])
+    result = run_module(annex_autoscale, args(tmp_path, budget_usd=0.5))  # one worker for 8 h: $0.77
+    assert result["target_count"] == 0 and result["instance_types_to_launch"] == []
+    assert "budget: a m5.large" in result["log_line"] and "exceeds budget left $0.50" in result["log_line"]
+
+
+def test_on_demand_price_from_the_price_list(moto, condor, tmp_path, monkeypatch):
+    condor(jobs=[job(0)])
+    client, stub = stubbed_pricing()
+    stub.add_response("get_products", {"FormatVersion": "aws_v1", "PriceList": [product("m5.large", 0.096)]},
+                      {"ServiceCode": "AmazonEC2", "FormatVersion": "aws_v1",
+                       "Filters": annex_autoscale.pricing.on_demand_filters("m5.large", REGION)})
+    monkeypatch.setattr(annex_autoscale, "pricing_client", lambda conn: client)
+    with stub:
+        first = run_module(annex_autoscale, args(tmp_path, price_per_hour={}))
+        again = run_module(annex_autoscale, args(tmp_path, price_per_hour={}))  # the cache answers
+    stub.assert_no_pending_responses()
+    assert first["prices"] == again["prices"] == {"m5.large": pytest.approx(0.096)}
+    assert first["decision"]["launch"] == {"m5.large": 1}
+
+
+def test_check_mode_same_result_no_state_written(moto, condor, tmp_path):
+    condor(jobs=[job(i) for i in range(5)])
+    checked = run_module(annex_autoscale, args(tmp_path), check_mode=True)
+    assert checked["target_count"] == 3 and checked["changed"] is False
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(name="bad name!"), "name"),
+    (dict(instance_types=["m5 large"]), "not an EC2 instance type"),
+    (dict(instance_types=[]), "at least one instance type"),
+    (dict(max_instances=0), "max_instances must be 1 to"),
+    (dict(budget_usd=float("nan")), "budget_usd must be a finite number"),
+    (dict(budget_usd=0.0), "budget_usd must be a finite number above 0"),
+    (dict(duration=float("inf")), "duration must be a finite number"),
+    (dict(boot_budget_minutes=600.0), "boot_budget_minutes"),
+    (dict(min_worker_minutes=-1.0), "min_worker_minutes"),
+    (dict(price_per_hour={"m5.large": "free"}), "price_per_hour[m5.large]"),
+    (dict(price_per_hour={"m5.large": -1}), "price_per_hour[m5.large]"),
+    (dict(owners=["al ice"]), "owner 'al ice'"),
+    (dict(expiry="next tuesday"), "expiry 'next tuesday'"),
+])
+def test_bad_options_refused_before_any_call(moto, condor, tmp_path, monkeypatch, bad, message):
+    bindir = condor()
+    monkeypatch.setattr(annex_autoscale.AWSConnection, "from_params",
+                        classmethod(lambda cls, params: pytest.fail("AWS connection made")))
+    result = run_module(annex_autoscale, args(tmp_path, **bad))
+    assert result["failed"] is True and message in result["msg"], result["msg"]
+    assert not (bindir / "condor_q.args").exists()
+
+
+def test_expiry_sets_the_lease_end(moto, condor, tmp_path):
+    condor(jobs=[job(0)])
+    result = run_module(annex_autoscale, args(tmp_path, expiry="2000-01-01 00:00"))
+    assert result["lease_end"] == "2000-01-01T00:00:00Z"
+    assert result["target_count"] == 0 and "lease ends in 0 min" in result["log_line"]
