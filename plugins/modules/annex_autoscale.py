@@ -348,12 +348,12 @@ def run(module, conn, params, expiry, now):
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
                            required_together=AWS_REQUIRED_TOGETHER, mutually_exclusive=AWS_MUTUALLY_EXCLUSIVE)
-    if not HAS_BOTO3:
-        module.fail_json(msg=missing_boto3_msg())
     params = module.params
     try:
-        expiry = validate(params)
+        if not HAS_BOTO3:
+            raise InputError(missing_boto3_msg())
         autoscale.require_classad()
+        expiry = validate(params)
     except (InputError, autoscale.AutoscaleError) as exc:
         module.fail_json(msg=str(exc))
     try:

@@ -181,3 +181,20 @@ def test_expiry_sets_the_lease_end(moto, condor, tmp_path):
     result = run_module(annex_autoscale, args(tmp_path, expiry="2000-01-01 00:00"))
     assert result["lease_end"] == "2000-01-01T00:00:00Z"
     assert result["target_count"] == 0 and "lease ends in 0 min" in result["log_line"]
+
+
+def test_joined_worker_free_slot_is_supply(moto, condor, tmp_path):
+    launch(1)
+    ec2 = boto3.client("ec2", region_name=REGION)
+    host = ec2.describe_instances()["Reservations"][0]["Instances"][0]["PrivateDnsName"]
+    # condor_status -json of the joined worker's partitionable slot, two CPUs free
+    slot = {"MyType": "Machine", "Name": "slot1@" + host, "Machine": host, "SlotType": "Partitionable",
+            "State": "Unclaimed", "Activity": "Idle", "Cpus": 2, "Memory": 7600, "Disk": 4000000, "GPUs": 0,
+            "Arch": "X86_64", "OpSys": "LINUX", "HasFileTransfer": True, "AnnexName": "lab", "IsAnnex": True,
+            "EC2InstanceType": "m5.large", "Start": "/Expr((MayUseAWS == TRUE) && stringListMember(Owner, \"alice\"))/",
+            "Requirements": "/Expr(START)/"}
+    condor(jobs=[job(i) for i in range(5)], slots=[slot])
+    result = run_module(annex_autoscale, args(tmp_path))
+    decision = result["decision"]
+    assert (decision["live"], decision["pending"], decision["supply"]) == (1, 0, 2)
+    assert decision["launch"] == {"m5.large": 2} and result["target_count"] == 3
