@@ -84,8 +84,9 @@ options:
     type: bool
     default: false
   state_dir:
-    description: Where the price cache and the back-off state live (created owner-only). Defaults to C(~/.condor/htcondor-annex).
+    description: Where the price cache and the back-off state live (created owner-only).
     type: path
+    default: ~/.condor/htcondor-annex
 extends_documentation_fragment:
   - htcondor.annex.aws
 notes:
@@ -192,7 +193,7 @@ def argument_spec():
         spot=dict(type="bool", default=False),
         owners=dict(type="list", elements="str"),
         no_owner=dict(type="bool", default=False),
-        state_dir=dict(type="path"),
+        state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
     )
     return spec
 
@@ -267,7 +268,7 @@ def annex_instances(ec2, name, slots):
     of the annex names its host."""
     hosts = set()
     for slot in slots:
-        machine = slot.get("Machine") or str(slot.get("Name", "")).split("@")[-1]
+        machine = slot.get("Machine") or str(slot.get("Name", "")).rsplit("@", maxsplit=1)[-1]
         hosts.update([machine, machine.split(".")[0]])
     found = []
     for inst in resources.find_instances(ec2, name):
@@ -297,7 +298,7 @@ class StateFiles:
     state_dir, written owner-only and atomically (files.py), never in check mode."""
 
     def __init__(self, state_dir, name):
-        self.dir = os.path.expanduser(state_dir or DEFAULT_STATE_DIR)
+        self.dir = state_dir
         self.cache = pricing.PriceCache(os.path.join(self.dir, "prices.json"))
         self.path = os.path.join(self.dir, "autoscale-%s.json" % name)
         try:

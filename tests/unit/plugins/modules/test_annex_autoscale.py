@@ -10,7 +10,6 @@ import sys
 
 import boto3
 import pytest
-from botocore.stub import Stubber
 
 pytest.importorskip("classad2")
 
@@ -198,3 +197,11 @@ def test_joined_worker_free_slot_is_supply(moto, condor, tmp_path):
     decision = result["decision"]
     assert (decision["live"], decision["pending"], decision["supply"]) == (1, 0, 2)
     assert decision["launch"] == {"m5.large": 2} and result["target_count"] == 3
+
+
+def test_state_dir_defaults_to_the_annex_users_condor_dir(moto, condor, tmp_path):
+    condor()
+    settings = args(tmp_path)
+    del settings["state_dir"]
+    run_module(annex_autoscale, settings)
+    assert file_is_owner_only(os.path.join(os.environ["HOME"], ".condor", "htcondor-annex", "autoscale-lab.json"))
