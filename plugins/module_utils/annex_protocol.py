@@ -21,6 +21,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import getpass
+
 import io
 import json
 import re
@@ -388,3 +390,11 @@ def extra_file_name(index, path):
     if base.endswith(".pl"):
         base = base + ".config"
     return "50-user-%02d-%s" % (index, base)
+
+
+def worker_owners(owners, no_owner):
+    """The users whose jobs an annex's workers START: the given owners, else the user running the
+    module (condor_annex's default); None with no_owner (any user)."""
+    if no_owner:
+        return None
+    return owners or [getpass.getuser()]

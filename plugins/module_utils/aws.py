@@ -293,13 +293,17 @@ class AWSConnection:
                    endpoint_url=params.get("endpoint_url"), retry_mode=params.get("retry_mode") or "standard",
                    max_attempts=params.get("max_attempts") or 10)
 
-    def client(self, service):
-        if service not in self._clients:
+    def client(self, service, region=None):
+        """One client a service (and region: the Price List API answers in one region only)."""
+        key = (service, region)
+        if key not in self._clients:
             kwargs = dict(config=self.config)
+            if region:
+                kwargs["region_name"] = region
             if self.endpoint_url:
                 kwargs["endpoint_url"] = self.endpoint_url
-            self._clients[service] = self.session.client(service, **kwargs)
-        return self._clients[service]
+            self._clients[key] = self.session.client(service, **kwargs)
+        return self._clients[key]
 
 
 def call(client, operation, **kwargs):

@@ -436,7 +436,6 @@ msg:
   type: str
 '''
 
-import getpass
 import json
 import math
 import os
@@ -740,9 +739,7 @@ class Annex:
         return host
 
     def owners(self):
-        if self.params["no_owner"]:
-            return None
-        return self.params["owners"] or [getpass.getuser()]
+        return proto.worker_owners(self.params["owners"], self.params["no_owner"])
 
     def key_name(self, setup):
         return setup.get("key_name") or self.user_config().get("ANNEX_DEFAULT_ODI_KEY_NAME")

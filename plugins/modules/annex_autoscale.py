@@ -145,7 +145,6 @@ prices:
   type: dict
 '''
 
-import getpass
 import json
 import math
 import os
@@ -253,9 +252,7 @@ def validate(params):
 
 def owners(params):
     """The owners the annex's workers START (as the annex module sets them); None: any user."""
-    if params["no_owner"]:
-        return None
-    return params["owners"] or [getpass.getuser()]
+    return proto.worker_owners(params["owners"], params["no_owner"])
 
 
 def _epoch(value):
@@ -286,11 +283,8 @@ def annex_instances(ec2, name, slots):
 
 
 def pricing_client(conn):
-    """A Price List client: the query API answers in PRICE_LIST_REGION for every region."""
-    kwargs = dict(region_name=pricing.PRICE_LIST_REGION, config=conn.config)
-    if conn.endpoint_url:
-        kwargs["endpoint_url"] = conn.endpoint_url
-    return conn.session.client("pricing", **kwargs)
+    """The Price List client (its query API answers in PRICE_LIST_REGION for every region)."""
+    return conn.client("pricing", region=pricing.PRICE_LIST_REGION)
 
 
 class StateFiles:
