@@ -88,7 +88,7 @@ def test_tarball_holds_no_sandbox_or_test_file(installed_collection):
     for unwanted in NOT_SHIPPED:
         assert not [n for n in shipped if n == unwanted.rstrip("/") or n.startswith(unwanted)], \
             f"{unwanted} shipped in the tarball"
-    for name in ("site.yml", "teardown.yml", "annex_start.yml", "build_worker_ami.yml", "ansible.cfg"):
+    for name in ("site.yml", "teardown.yml", "annex_start.yml", "annex_autoscale.yml", "build_worker_ami.yml", "ansible.cfg"):
         assert not (root / name).exists(), f"the repository's {name} shipped in the tarball"
     assert (root / "playbooks/site.yml").exists()
     mentions = [p.relative_to(root).as_posix()

@@ -178,6 +178,84 @@ def check_worker_image(suite):
     return out
 
 
+AUTOSCALE_INTERVAL = 10  # seconds between the autoscaler's runs (-e autoscale_interval)
+
+
+def autoscale_state(annex):
+    """The autoscaler's state file of the annex (last decision, spend ledger) on the master."""
+    out = as_user("cat ~/.condor/htcondor-annex/autoscale-%s.json" % annex, check=False).stdout
+    return json.loads(out) if out.strip() else {}
+
+
+def autoscale_runs(annex, since):
+    """The autoscaler's decisions after `since` (epoch), by their one-line log in the journal."""
+    out = run(["podman", "exec", MASTER, "journalctl", "-o", "cat", "--since", "@%d" % int(since),
+               "-u", "htcondor-annex-autoscale-%s" % annex], check=False).stdout
+    return [line for line in out.splitlines() if "demand=" in line and "reason=" in line]
+
+
+def autoscale_phase(repo, env, timings):
+    """Issue 14: an autoscaling annex (max_instances=3, 2-CPU t3.micro workers) follows the queue:
+    the idle job without MayUseAWS starts nothing; five 1-CPU MayUseAWS jobs get three workers
+    within two runs; every job completes; idle workers halt; a budget too small for another worker
+    launches nothing and the log says why; state=absent removes the timer."""
+    # only jobs for this annex: the LeaseTest job (requirements AnnexName == "LeaseTest") goes
+    as_user("condor_rm -constraint 'MayUseAWS =?= True' >/dev/null || true")
+    res, timings["annex_autoscale.yml (on)"] = playbook(
+        repo, env, "annex_autoscale.yml", "-e", "annex_name=Auto", "-e", "max_instances=3", "-e", "budget_usd=1",
+        "-e", "autoscale_interval=%d" % AUTOSCALE_INTERVAL, "-e", "idle=0.02", "-e", "instance_type=t3.micro")
+    assert "Annex Auto now follows the queue" in res.stdout, res.stdout[-3000:]
+    assert "Most it can cost: $1.00" in res.stdout, res.stdout[-3000:]
+    started = time.time()
+    assert run(["podman", "exec", MASTER, "systemctl", "is-active", "htcondor-annex-autoscale-Auto.timer"],
+               check=False).stdout.strip() == "active"
+    # two runs with only the job without MayUseAWS idle: no demand, nothing launched
+    quiet = wait("two autoscaler runs", lambda: autoscale_runs("Auto", started)[1:], 4 * AUTOSCALE_INTERVAL + 60)
+    assert all("demand=0 " in line and "launch=none" in line for line in quiet), quiet
+    assert instance_states("Auto") == {}, quiet
+    # five 1-CPU MayUseAWS jobs: three 2-CPU workers (max_instances) within two runs
+    as_user("cd annex-jobs && sed 's/^arguments.*/arguments = 40/; s/^queue.*/queue 5/' sleep-on-aws.submit"
+            " | condor_submit -terse -")
+    submitted = time.time()
+    wait("three Auto workers", lambda: len(instance_states("Auto")) == 3, 2 * AUTOSCALE_INTERVAL + 90, every=3)
+    timings["autoscale: submit -> 3 instances"] = time.time() - submitted
+    runs = autoscale_runs("Auto", submitted)
+    assert [line for line in runs if "launch=none" not in line], runs
+    print("autoscale runs after submit:", runs)
+
+    def jobs_done():
+        out = as_user("condor_history -constraint 'MayUseAWS =?= True && JobStatus == 4 && QDate >= %d'"
+                      " -af LastRemoteHost" % int(submitted), check=False).stdout.split()
+        return out if len(out) >= 5 else None
+    done = wait("the five autoscaled jobs to complete", jobs_done, 300, every=5)
+    timings["autoscale: submit -> 5 jobs done"] = time.time() - submitted
+    assert len({host_of(h) for h in done}) >= 2, done
+    assert len(instance_states("Auto")) == 3, instance_states("Auto")  # never more than max_instances
+    wait("the idle Auto workers to halt and end terminated",
+         lambda: set(instance_states("Auto").values()) == {"terminated"}, 420, every=5)
+    timings["autoscale: submit -> zero live"] = time.time() - submitted
+    last = autoscale_state("Auto")["last_decision"]
+    assert 0 < last["spent_usd"] < 0.05, last
+
+    # a budget too small for another worker (one t3.micro to the lease end > $0.05): nothing launched
+    playbook(repo, env, "annex_autoscale.yml", "-e", "annex_name=Auto", "-e", "max_instances=3",
+             "-e", "budget_usd=0.05", "-e", "autoscale_interval=%d" % AUTOSCALE_INTERVAL, "-e", "idle=0.02")
+    as_user("cd annex-jobs && sed 's/^arguments.*/arguments = 5/; s/^queue.*/queue 1/' sleep-on-aws.submit"
+            " | condor_submit -terse -")
+    small = time.time()
+    refused = wait("two runs refusing for the budget", lambda: autoscale_runs("Auto", small)[1:], 4 * AUTOSCALE_INTERVAL + 60)
+    assert all("launch=none" in line and "budget:" in line.split("reason=", 1)[1] for line in refused), refused
+    assert set(instance_states("Auto").values()) == {"terminated"}
+    print("budget refusal logged:", refused[-1])
+
+    # off: the timer and the run are gone
+    playbook(repo, env, "annex_autoscale.yml", "-e", "annex_name=Auto", "-e", "state=absent")
+    assert run(["podman", "exec", MASTER, "systemctl", "cat", "htcondor-annex-autoscale-Auto.timer"],
+               check=False).returncode != 0
+    assert run(["podman", "exec", MASTER, "test", "-e", "/etc/htcondor-annex/autoscale/Auto.yml"],
+               check=False).returncode != 0
+
+
 @pytest.mark.parametrize("suite,version", [("trixie", "23.9.6"), ("sid", "25.14.1")])
 def test_sandbox_flow(repo, ansible_env, suite, version, tmp_path):
     if run(["podman", "container", "exists", MASTER], check=False).returncode == 0:
@@ -327,6 +405,8 @@ def test_sandbox_flow(repo, ansible_env, suite, version, tmp_path):
         timings["no tarball: worker started -> halted"] = halted - started
         assert halted - started <= BOOT_BUDGET + 45, (started, halted)
         assert "lease of annex LeaseTest expired" in agent_log, agent_log
+        if suite == "trixie":  # once: the distribution's ansible-core and bindings on the master take time
+            autoscale_phase(repo, env, timings)
     finally:
         # 4. teardown.yml leaves nothing: no annex resources (checked by the playbook), no
         # containers, no network, no moto.
