@@ -254,6 +254,9 @@ def autoscale_phase(repo, env, timings):
                check=False).returncode != 0
     assert run(["podman", "exec", MASTER, "test", "-e", "/etc/htcondor-annex/autoscale/Auto.yml"],
                check=False).returncode != 0
+    # on again (the tiny budget: it launches nothing), for teardown.yml to turn off first
+    playbook(repo, env, "annex_autoscale.yml", "-e", "annex_name=Auto", "-e", "max_instances=3",
+             "-e", "budget_usd=0.05", "-e", "autoscale_interval=%d" % AUTOSCALE_INTERVAL)
 
 
 @pytest.mark.parametrize("suite,version", [("trixie", "23.9.6"), ("sid", "25.14.1")])
@@ -413,6 +416,8 @@ def test_sandbox_flow(repo, ansible_env, suite, version, tmp_path):
         res, timings["teardown.yml"] = playbook(repo, env, "teardown.yml", "-e", "confirm=yes", timeout=600)
         timings["whole run"] = time.monotonic() - t0
         print("sandbox %s timings (s): %s" % (suite, json.dumps({k: round(v, 1) for k, v in timings.items()})))
+    if suite == "trixie":  # teardown.yml turned the autoscaler off before removing the annexes
+        assert "(item=htcondor-annex-autoscale-Auto.timer)" in res.stdout, res.stdout[-4000:]
     assert sandbox_containers() == []
     assert run(["podman", "network", "exists", NETWORK], check=False).returncode == 1
     assert run(["pgrep", "-f", GATEWAY_MOTO], check=False).returncode == 1
