@@ -132,14 +132,12 @@ EXAMPLES = r'''
   register: launch
   ignore_errors: true
 
-- name: Record what was launched (capacity back-off, last decision)
+- name: Record what was launched (capacity back-off, last decision); no decision is made
   htcondor.annex.annex_autoscale:
     name: MyFirstAnnex
-    instance_types: [m5.large]
-    max_instances: 3
-    budget_usd: 20
-    duration: 8
     record_launch: "{{ launch }}"
+    instance_types: [m5.large]
+    budget_usd: 20
   when: launch is not skipped
 '''
 
