@@ -273,7 +273,12 @@ def validate(params):
     if params["record_launch"] is not None and not isinstance(params["record_launch"], dict):
         raise InputError("record_launch must be the annex task's registered result (a dict), got %s" % (
             type(params["record_launch"]).__name__))
-    return parse_expiry(params["expiry"]) if params["expiry"] else None
+    expiry = parse_expiry(params["expiry"]) if params["expiry"] else None
+    if expiry is not None and expiry - time.time() > proto.MAX_LEASE_HOURS * 3600:
+        # the annex module would refuse to launch under it, every run
+        raise InputError("expiry %s is more than %d hours (a year) ahead: is the year right?" % (
+            proto.iso8601(expiry), proto.MAX_LEASE_HOURS))
+    return expiry
 
 
 def owners(params):

@@ -165,6 +165,7 @@ def test_check_mode_same_result_no_state_written(moto, condor, tmp_path):
     (dict(price_per_hour={"m5.large": -1}), "price_per_hour[m5.large]"),
     (dict(owners=["al ice"]), "owner 'al ice'"),
     (dict(expiry="next tuesday"), "expiry 'next tuesday'"),
+    (dict(expiry="2999-01-01 00:00"), "more than 8760 hours (a year) ahead"),
     (dict(record_launch="launched"), "record_launch must be the annex task's registered result"),
 ])
 def test_bad_options_refused_before_any_call(moto, condor, tmp_path, monkeypatch, bad, message):
