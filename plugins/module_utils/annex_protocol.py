@@ -29,7 +29,7 @@ import re
 import tarfile
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 
 ANNEX_ID_MAX = 27
 # Letters, digits, '-', '.'; must start with a letter or digit. No '_': the stock boot script
@@ -279,6 +279,25 @@ def lease_expiration(duration_hours, now=None):
 
 def iso8601(epoch):
     return datetime.utcfromtimestamp(int(epoch)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# An absolute lease end as users write it (condor_annex's --expiry '2015-12-18 23:59') and as
+# iso8601() prints it: seconds optional, ' ' or 'T' between date and time, an optional 'Z'. Always UTC.
+UTC_DATETIME_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S")
+
+
+def parse_utc_datetime(text):
+    """Epoch seconds (int) of a UTC date-time like '2026-12-18 23:59' or '2026-12-18T23:59:00Z';
+    raises ValueError for anything else."""
+    stripped = str(text).strip()
+    if stripped.endswith("Z"):
+        stripped = stripped[:-1]
+    for fmt in UTC_DATETIME_FORMATS:
+        try:
+            return int(datetime.strptime(stripped, fmt).replace(tzinfo=timezone.utc).timestamp())
+        except ValueError:
+            continue
+    raise ValueError("%r is not a UTC date-time like '2026-12-18 23:59' or '2026-12-18T23:59:00Z'" % text)
 
 
 def lease_input(annex_id, bucket, expiration_epoch):

@@ -38,7 +38,8 @@ description:
     nothing and terminates nothing (running jobs are never killed), which the result message says.
     A changed O(duration) moves the lease end to now + O(duration); so does a run that launches workers
     and finds the lease ended (or ending within the lease rule's 5 minutes). A same-count re-run with the
-    same O(duration) never revives an ended lease.
+    same O(duration) never revives an ended lease. With O(expiry) the lease end is that instant, and is
+    moved only when the recorded end differs from it by more than a minute.
   - A failed launch leaves the tarball and its lease in place (without workers they bill nothing, and the
     lease function deletes them when the lease ends), since the launch may have taken effect with its reply
     lost and workers must never run without a lease. Every run that finds live workers puts back a missing or
@@ -194,8 +195,19 @@ options:
     description:
       - Lease in hours; every worker is terminated when it ends. More than 0 and at most 8760 (a year);
         a longer lease is taken for a unit mistake.
+      - Ignored when O(expiry) is given.
     type: float
     default: 8
+  expiry:
+    description:
+      - Absolute lease end in UTC, C(YYYY-MM-DD HH:MM) with optional C(:SS), a C(T) instead of the space and a
+        trailing C(Z) (ISO 8601, as M(htcondor.annex.annex_autoscale) returns its C(lease_end)); like
+        C(condor_annex -expiry). Wins over O(duration).
+      - The lease is changed (tarball and lease put again) only when the recorded lease end differs from it by
+        more than 60 seconds, or there is none; the lease metadata's duration is then the hours from now to it.
+      - Refused before any AWS call when it is not such a date-time, is in the past, or is more than 8760 hours
+        (a year) ahead. A launch is refused when it ends within the lease rule's 5 minutes.
+    type: str
   idle:
     description: Hours a worker may stay without a job before it shuts itself down. More than 0 and at most 8760.
     type: float
@@ -396,10 +408,17 @@ fleet_launch:
   description:
     - What this run's fleet launch gave. C(instances) lists each launched
       instance with its C(InstanceType), C(SubnetId), C(AvailabilityZone) and C(Lifecycle) (C(on-demand) or
-      C(spot)); C(errors) the pools (type in subnet) that failed and why; C(fleet_ids) the instant fleets (records
-      AWS keeps; nothing to cancel); C(max_price_per_hour) the price cap.
+      C(spot)); C(errors) the pools (type in subnet) that failed and why; C(failed_pools) the same pools as data,
+      each C(instance_type), C(subnet_id), C(availability_zone), C(code) and C(message); C(fleet_ids) the instant
+      fleets (records AWS keeps; nothing to cancel); C(max_price_per_hour) the price cap.
+    - Also in the failure result of a launch EC2 answered with no instance, so a caller (the autoscaler) can back
+      off the pools that had no capacity.
   returned: when a fleet launch was made (every launch of an image with the boot agent)
   type: dict
+  sample: {"instances": [], "errors": "c5.large in subnet-0a (us-east-1a): InsufficientInstanceCapacity",
+           "failed_pools": [{"instance_type": "c5.large", "subnet_id": "subnet-0a", "availability_zone": "us-east-1a",
+                             "code": "InsufficientInstanceCapacity", "message": "We currently do not have ..."}],
+           "fleet_ids": ["fleet-0123"], "max_price_per_hour": null}
 spot_fleet_request_ids:
   description: Spot Fleet requests of the annex.
   returned: always
@@ -475,6 +494,9 @@ INSTANCE_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9-]*\.[a-z0-9-]+")
 AMI_ID_RE = re.compile(r"ami-[0-9a-zA-Z]+")
 COLLECTOR_HOST_RE = re.compile(r"[A-Za-z0-9_.:\[\]-]+")
 CAPACITY_UNITS = ("instances", "vcpus")
+# With expiry, a recorded lease end this close to it (seconds) is the same lease: expiry may come
+# without seconds, and an autoscaler run passes the same end again every minute.
+EXPIRY_TOLERANCE = 60
 SETUP_KEYS = ("bucket", "odi_lease_function_arn", "sfr_lease_function_arn", "instance_profile_arn",
               "security_group_id", "key_name")
 
@@ -516,6 +538,7 @@ def argument_spec():
         max_price_per_hour=dict(type="float"),
         ami_id=dict(type="str"),
         duration=dict(type="float", default=8.0),
+        expiry=dict(type="str"),
         idle=dict(type="float", default=0.25),
         owners=dict(type="list", elements="str"),
         no_owner=dict(type="bool", default=False),
@@ -591,6 +614,24 @@ def counts_vcpus(params):
     return params["capacity_unit"] == "vcpus" and params["slots"] is None
 
 
+def lease_expiry(params, now=None):
+    """The expiry option as epoch seconds (None without it); InputError when it is not a UTC
+    date-time, is in the past, or is more than MAX_LEASE_HOURS ahead (a unit or year mistake)."""
+    if params["expiry"] is None:
+        return None
+    try:
+        end = proto.parse_utc_datetime(params["expiry"])
+    except ValueError as exc:
+        raise InputError("expiry: %s" % exc)
+    now = time.time() if now is None else now
+    if end <= now:
+        raise InputError("expiry %s is in the past (now %s UTC)" % (proto.iso8601(end), proto.iso8601(now)))
+    if end - now > proto.MAX_LEASE_HOURS * 3600:
+        raise InputError("expiry %s is more than %d hours (a year) ahead: is the year right?" % (
+            proto.iso8601(end), proto.MAX_LEASE_HOURS))
+    return end
+
+
 def validate(params):
     """Check every option; raise InputError with a clear message. No AWS call here.
     Returns the Spot Fleet request config read from spot_fleet_config (slots), else None."""
@@ -637,6 +678,7 @@ def validate(params):
         if hours > proto.MAX_LEASE_HOURS:
             raise InputError("%s must be at most %d hours, a year (got %s): is it given in hours?" % (
                 option, proto.MAX_LEASE_HOURS, hours))
+    lease_expiry(params)
     if count is not None:
         # No ami_id: the newest project worker image is looked up when instances are to be launched.
         if params["ami_id"] and not AMI_ID_RE.fullmatch(params["ami_id"]):
@@ -818,9 +860,16 @@ class Annex:
         # once; but a re-run that launches nothing does not revive it for the workers it is ending
         # (same duration = no extension asked for). No lease (the tarball missing or without lease
         # metadata) with live workers: a new one, written with the tarball (the repair).
-        lease_changed = self.tarball_head is None or old_end is None or \
-            old_duration != float(self.params["duration"]) or (to_launch > 0 and proto.lease_is_spent(old_end))
-        lease_end = proto.lease_expiration(self.params["duration"]) if lease_changed else old_end
+        expiry = lease_expiry(self.params)
+        if expiry is not None:
+            # an absolute end (the autoscaler passes the same one every run): moved only when it
+            # differs, beyond the seconds a minute-precision date-time cannot say
+            lease_changed = self.tarball_head is None or old_end is None or abs(old_end - expiry) > EXPIRY_TOLERANCE
+            lease_end = expiry if lease_changed else old_end
+        else:
+            lease_changed = self.tarball_head is None or old_end is None or \
+                old_duration != float(self.params["duration"]) or (to_launch > 0 and proto.lease_is_spent(old_end))
+            lease_end = proto.lease_expiration(self.params["duration"]) if lease_changed else old_end
         self.result.update(requested=requested, live=live, lease_expiration=proto.iso8601(lease_end))
         if to_launch == 0:
             if requested < live:
@@ -843,6 +892,9 @@ class Annex:
                     self.notes.append("lease moved to %s (cloud side; running workers keep their worker-side "
                                       "stop time %s)" % (proto.iso8601(lease_end), proto.iso8601(old_end)))
             return self.finish()
+        if expiry is not None and proto.lease_is_spent(lease_end):
+            raise InputError("expiry %s is within %d minutes: workers launched now would be ended at once; "
+                             "give a later expiry" % (proto.iso8601(lease_end), proto.LEASE_RULE_PERIOD // 60))
         self.check_instance_cap(spot, live, to_launch)
         setup = self.setup()
         if setup["bucket"] != bucket:
@@ -952,8 +1004,10 @@ class Annex:
         return proto.parse_lease_metadata((self.tarball_head or {}).get("Metadata"))
 
     def put_tarball(self, bucket, lease_end):
-        put_tarball(self.conn.client("s3"), bucket, self.name, self.tarball(lease_end), self.params["duration"],
-                    lease_end)
+        # with expiry the lease's duration is the hours from now to its end
+        hours = self.params["duration"] if self.params["expiry"] is None else \
+            round(max(0.0, (lease_end - time.time()) / 3600.0), 4)
+        put_tarball(self.conn.client("s3"), bucket, self.name, self.tarball(lease_end), hours, lease_end)
 
     def setup(self):
         """The setup values (stacks' outputs, overridden by the setup option): read only when
@@ -1149,8 +1203,11 @@ class Annex:
         self._launched_capacity = dict((i["InstanceId"], (weights or {}).get(i["InstanceType"], 1))
                                        for i in outcome.instances)
         price = "" if params["max_price_per_hour"] is None else "; price cap $%.4f an hour" % params["max_price_per_hour"]
+        # failed_pools: the errors as data, per pool, for a caller that backs off (annex_autoscale)
+        failed_pools = [dict(instance_type=key[0], subnet_id=key[1], availability_zone=zones.get(key[1]), code=code,
+                             message=message) for key, code, message in outcome.errors if key]
         self.result["fleet_launch"] = dict(instances=outcome.instances, fleet_ids=outcome.fleet_ids,
-                                           errors=outcome.error_text(zones) or None,
+                                           errors=outcome.error_text(zones) or None, failed_pools=failed_pools,
                                            max_price_per_hour=params["max_price_per_hour"])
         if not outcome.instances:
             message = "no pool had capacity for %d %s%s workers (%s)%s" % (
@@ -1399,6 +1456,14 @@ class Annex:
         return self.result
 
 
+def failed_launch(annex):
+    """What a failed run's result carries of its fleet launch (its pools' errors, as data), so a
+    caller can back off the pools without capacity; {} when no fleet launch was made."""
+    if annex is None or "fleet_launch" not in annex.result:
+        return {}
+    return dict(fleet_launch=annex.result["fleet_launch"], launched_instance_ids=annex.result["launched_instance_ids"])
+
+
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
                            required_together=AWS_REQUIRED_TOGETHER, mutually_exclusive=AWS_MUTUALLY_EXCLUSIVE)
@@ -1414,14 +1479,15 @@ def main():
             result = annex.present() if module.params["state"] == "present" else annex.absent()
     except (InputError, AnnexAWSError) as exc:
         module.fail_json(msg=str(exc) if isinstance(exc, InputError) else exc.message,
-                         changed=bool(annex and annex.changed))
+                         changed=bool(annex and annex.changed), **failed_launch(annex))
     except ModuleInterrupted as exc:
         # the launch lock was released on the way out (warnings say what not); a tarball and lease put
         # before the signal stay, as after any failure
         changed = bool(annex and annex.changed)
         module.fail_json(msg="%s: %s" % (exc.message, "nothing was changed" if not changed else
                                          "annex %s may be left part-way: run again to complete it, or remove it "
-                                         "with state=absent" % module.params["name"]), changed=changed)
+                                         "with state=absent" % module.params["name"]), changed=changed,
+                         **failed_launch(annex))
     for warning in condor.warnings:
         module.warn(warning)
     module.exit_json(**result)

@@ -23,8 +23,14 @@ description:
     booting workers already hold, and the fewest new workers for the rest, within O(max_instances), the
     O(budget_usd) and the lease.
   - Logs one line (demand, supply, live, launch, spend, budget left, why) to syslog/the journal.
-  - Never launches or terminates anything; it writes only its own price cache and capacity back-off state
-    in O(state_dir) (not in check mode), so it always reports C(changed=false).
+  - Keeps, in O(state_dir)/C(autoscale-<name>.json), a spend ledger of every instance of the annex it has
+    seen (type, launch, end, price), so instances EC2 no longer lists (it forgets terminated ones after about
+    an hour) stay spent, and the last decision (what M(htcondor.annex.annex_info) shows).
+  - With O(record_launch) it makes no decision; it records what the following M(htcondor.annex.annex) task
+    launched (its registered result) in that state file, backing off the pools (instance type x zone) that
+    had no capacity, and logs one line.
+  - Never launches or terminates anything; it writes only its own price cache and state file in O(state_dir)
+    (not in check mode), so it always reports C(changed=false).
 author:
   - HTCondor annex maintainers (@htcondor-annex)
 options:
@@ -84,9 +90,21 @@ options:
     type: bool
     default: false
   state_dir:
-    description: Where the price cache and the back-off state live (created owner-only).
+    description:
+      - Where the price cache and the state file C(autoscale-<name>.json) (lease start, capacity back-off,
+        spend ledger, last decision) live (created owner-only). A state file that cannot be read stops the
+        autoscaler (no decision) rather than forget what ended instances cost.
     type: path
     default: ~/.condor/htcondor-annex
+  record_launch:
+    description:
+      - The registered result of the M(htcondor.annex.annex) task that launched what the previous decision
+        said (with C(ignore_errors)). When given, no decision is made and nothing is asked of AWS or HTCondor.
+      - Capacity errors of its C(fleet_launch.failed_pools) back off their pool (instance type x zone), pools
+        that launched are forgiven, and the state's C(last_decision) gets the launched count, instance ids and
+        the error text. A launch that failed otherwise (throttling, a lost reply) backs nothing off.
+      - A skipped task records nothing.
+    type: raw
 extends_documentation_fragment:
   - htcondor.annex.aws
 notes:
@@ -108,40 +126,52 @@ EXAMPLES = r'''
     name: MyFirstAnnex
     count: "{{ decision.target_count }}"
     instance_types: "{{ decision.instance_types_to_launch }}"
+    expiry: "{{ decision.lease_end }}"
     max_instances: 3
   when: decision.instance_types_to_launch | length > 0
+  register: launch
+  ignore_errors: true
+
+- name: Record what was launched (capacity back-off, last decision); no decision is made
+  htcondor.annex.annex_autoscale:
+    name: MyFirstAnnex
+    record_launch: "{{ launch }}"
+    instance_types: [m5.large]
+    budget_usd: 20
+  when: launch is not skipped
 '''
 
 RETURN = r'''
 decision:
   description: The decision (module_utils/autoscale.py Decision.to_dict()).
-  returned: success
+  returned: success, without O(record_launch)
   type: dict
   sample: {"launch": {"m5.large": 3}, "demand": 5, "supply": 0, "unmet": 5, "live": 0, "pending": 0,
            "spent_usd": 0.0, "budget_left_usd": 17.69, "reason": "launch m5.large:3 for 5 unmet jobs"}
 log_line:
-  description: The one line logged.
+  description: The one line logged (with O(record_launch), C(launched N ...) or C(launch failed ...)).
   returned: success
   type: str
   sample: "demand=5 supply=0 live=0 launch=m5.large:3 spent=$0.00 budget_left=$17.69 reason=launch m5.large:3 ..."
 target_count:
   description: Live instances plus those to launch, never above O(max_instances).
-  returned: success
+  returned: success, without O(record_launch)
   type: int
   sample: 3
 instance_types_to_launch:
   description: The instance types of the new workers (empty when nothing is to be launched).
-  returned: success
+  returned: success, without O(record_launch)
   type: list
   elements: str
   sample: ["m5.large"]
 lease_end:
-  description: The lease end used (ISO 8601 UTC).
-  returned: success
+  description: The lease end used (ISO 8601 UTC), for the annex module's O(htcondor.annex.annex#module:expiry).
+  returned: success, without O(record_launch)
   type: str
+  sample: "2026-12-18T23:59:00Z"
 prices:
   description: Instance type -> USD per hour used.
-  returned: success
+  returned: success, without O(record_launch)
   type: dict
 '''
 
@@ -150,7 +180,6 @@ import math
 import os
 import re
 import time
-from datetime import datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -160,15 +189,13 @@ from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_resources as resources
-from ansible_collections.htcondor.annex.plugins.module_utils import autoscale, pricing
+from ansible_collections.htcondor.annex.plugins.module_utils import autoscale, autoscale_state, pricing
 from ansible_collections.htcondor.annex.plugins.module_utils.condor_cli import CondorCLI
-from ansible_collections.htcondor.annex.plugins.module_utils.files import read_text, write_private
+from ansible_collections.htcondor.annex.plugins.module_utils.files import write_private
 
 INSTANCE_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9-]*\.[a-z0-9-]+")
 MAX_INSTANCES = 1000
 MAX_BOOT_BUDGET_MINUTES = 60
-DEFAULT_STATE_DIR = "~/.condor/htcondor-annex"
-EXPIRY_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S")
 # StateTransitionReason of an ended instance: "User initiated (2026-11-30 21:58:03 GMT)"
 ENDED_AT_RE = re.compile(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) GMT\)")
 
@@ -192,22 +219,18 @@ def argument_spec():
         spot=dict(type="bool", default=False),
         owners=dict(type="list", elements="str"),
         no_owner=dict(type="bool", default=False),
-        state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
+        state_dir=dict(type="path", default=autoscale_state.DEFAULT_STATE_DIR),
+        record_launch=dict(type="raw"),
     )
     return spec
 
 
 def parse_expiry(text):
-    """Epoch seconds of an absolute lease end given in UTC."""
-    text = text.strip()
-    if text.endswith("Z"):
-        text = text[:-1]
-    for fmt in EXPIRY_FORMATS:
-        try:
-            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc).timestamp()
-        except ValueError:
-            continue
-    raise InputError("expiry %r is not a UTC date-time like '2026-12-18 23:59'" % text)
+    """Epoch seconds of an absolute lease end given in UTC (the annex module's parser)."""
+    try:
+        return proto.parse_utc_datetime(text)
+    except ValueError as exc:
+        raise InputError("expiry %s" % exc)
 
 
 def _finite(params, option, low, high=None, low_open=False):
@@ -247,7 +270,15 @@ def validate(params):
             raise InputError("owner %r is not a user name HTCondor can match" % owner)
     if params["owners"] and params["no_owner"]:
         raise InputError("owners and no_owner exclude each other")
-    return parse_expiry(params["expiry"]) if params["expiry"] else None
+    if params["record_launch"] is not None and not isinstance(params["record_launch"], dict):
+        raise InputError("record_launch must be the annex task's registered result (a dict), got %s" % (
+            type(params["record_launch"]).__name__))
+    expiry = parse_expiry(params["expiry"]) if params["expiry"] else None
+    if expiry is not None and expiry - time.time() > proto.MAX_LEASE_HOURS * 3600:
+        # the annex module would refuse to launch under it, every run
+        raise InputError("expiry %s is more than %d hours (a year) ahead: is the year right?" % (
+            proto.iso8601(expiry), proto.MAX_LEASE_HOURS))
+    return expiry
 
 
 def owners(params):
@@ -274,8 +305,7 @@ def annex_instances(ec2, name, slots):
         end = None
         if state not in resources.LIVE_INSTANCE_STATES:
             match = ENDED_AT_RE.search(inst.get("StateTransitionReason") or "")
-            end = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").replace(
-                tzinfo=timezone.utc).timestamp() if match else launched
+            end = float(proto.parse_utc_datetime(match.group(1))) if match else launched
         dns = inst.get("PrivateDnsName") or ""
         found.append({"id": inst["InstanceId"], "type": inst["InstanceType"], "launch_time": launched,
                       "end_time": end, "joined": bool(dns) and (dns in hosts or dns.split(".")[0] in hosts)})
@@ -288,17 +318,20 @@ def pricing_client(conn):
 
 
 class StateFiles:
-    """The price cache and the annex's autoscaler state (lease start, capacity back-off) in
-    state_dir, written owner-only and atomically (files.py), never in check mode."""
+    """The price cache and the annex's autoscaler state (autoscale_state.py: lease start, capacity
+    back-off, spend ledger, last decision) in state_dir, written owner-only and atomically
+    (files.py), never in check mode. A state file that cannot be read stops the autoscaler: its
+    ledger is what keeps instances EC2 no longer lists counted as spent."""
 
     def __init__(self, state_dir, name):
         self.dir = state_dir
         self.cache = pricing.PriceCache(os.path.join(self.dir, "prices.json"))
-        self.path = os.path.join(self.dir, "autoscale-%s.json" % name)
+        self.path = autoscale_state.state_path(self.dir, name)
         try:
-            self.state = json.loads(read_text(self.path) or "{}")
-        except ValueError:
-            self.state = {}
+            self.state = autoscale_state.read_state(self.path) or {}
+        except autoscale_state.StateUnreadable as exc:
+            raise autoscale.AutoscaleError("%s: no decision (repair or remove it; removing it forgets what "
+                                           "ended instances cost)" % exc)
 
     def save(self, backoff):
         self.state["backoff"] = backoff.to_dict()
@@ -319,25 +352,44 @@ def run(module, conn, params, expiry, now):
     lease_end = expiry if expiry is not None else float(files.state["started"]) + params["duration"] * 3600.0
     ec2 = conn.client("ec2")
     instances = annex_instances(ec2, params["name"], slots)
+    ledger = autoscale_state.SpendLedger(files.state.get("ledger"))
     allowed = sorted(set(params["instance_types"]))
     infos = call(ec2, "DescribeInstanceTypes", InstanceTypes=allowed).get("InstanceTypes", [])
-    priced = sorted(set(allowed) | set(i["type"] for i in instances if i["end_time"] is None))
+    priced = sorted(set(allowed) | set(i["type"] for i in instances if i["end_time"] is None) |
+                    set(ledger.unpriced_types()))
     missing = [t for t in priced if t not in params["price_per_hour"]]
     prices = pricing.resolve_prices(
         priced, conn.region, spot=params["spot"], overrides=params["price_per_hour"], cache=files.cache,
         pricing_client=pricing_client(conn) if missing and not params["spot"] else None, ec2=ec2, now=now)
+    # the ledger's instances: EC2's, and those it no longer lists (ended: still spent)
+    counted = ledger.update(instances, prices, now)
     policy = autoscale.Policy(params["name"], params["max_instances"], params["budget_usd"], lease_end,
                               owners=owners(params), min_worker_minutes=params["min_worker_minutes"],
-                              boot_budget_minutes=params["boot_budget_minutes"])
+                              boot_budget_minutes=params["boot_budget_minutes"], zones=files.state.get("zones"))
     backoff = autoscale.CapacityBackoff.from_dict(files.state.get("backoff"))
-    decision = autoscale.decide(jobs, slots, instances, infos, prices, policy, now, backoff)
+    decision = autoscale.decide(jobs, slots, counted, infos, prices, policy, now, backoff)
+    launch = sum(decision.launch.values())
+    result = dict(decision=decision.to_dict(), log_line=decision.log_line(),
+                  target_count=min(params["max_instances"], decision.live + launch),
+                  instance_types_to_launch=sorted(decision.launch), prices=prices,
+                  lease_end=proto.iso8601(int(lease_end)))
+    files.state["ledger"] = ledger.to_dict()
+    files.state["last_decision"] = autoscale_state.last_decision(
+        now, result["log_line"], result["decision"], result["target_count"], result["lease_end"],
+        params["budget_usd"], ledger.usd_per_hour(prices))
     if not module.check_mode:
         files.save(backoff)
-    launch = sum(decision.launch.values())
-    return dict(decision=decision.to_dict(), log_line=decision.log_line(),
-                target_count=min(params["max_instances"], decision.live + launch),
-                instance_types_to_launch=sorted(decision.launch), prices=prices,
-                lease_end=proto.iso8601(int(lease_end)))
+    return result
+
+
+def record(module, params, now):
+    """No decision: the annex task's result (record_launch) into the state (back-off, last decision)."""
+    files = StateFiles(params["state_dir"], params["name"])
+    backoff = autoscale.CapacityBackoff.from_dict(files.state.get("backoff"))
+    log_line = autoscale_state.record_launch(files.state, backoff, params["record_launch"], now)
+    if not module.check_mode:
+        files.save(backoff)
+    return dict(log_line=log_line)
 
 
 def main():
@@ -352,7 +404,10 @@ def main():
     except (InputError, autoscale.AutoscaleError) as exc:
         module.fail_json(msg=str(exc))
     try:
-        result = run(module, AWSConnection.from_params(params), params, expiry, time.time())
+        if params["record_launch"] is not None:
+            result = record(module, params, time.time())
+        else:
+            result = run(module, AWSConnection.from_params(params), params, expiry, time.time())
     except AnnexAWSError as exc:
         module.fail_json(msg=exc.message)
     except autoscale.AutoscaleError as exc:

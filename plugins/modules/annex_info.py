@@ -18,6 +18,10 @@ description:
     bucket and the lease rules C(condor_annex) made (those targeting the setup's lease functions). For each,
     instances by state, the lease end (the tarball's lease metadata, else the rule's) and, where
     C(condor_status) is reachable on this host, how many have joined the pool.
+  - For an autoscaling annex (its state file C(autoscale-<name>.json) in O(state_dir), which
+    M(htcondor.annex.annex_autoscale) keeps on the master) also its spend so far, its cost per hour now, its
+    budget and what is left of it, and the autoscaler's last decision. An annex with a state file and no
+    instance any more is listed too.
   - With O(check_setup=true) also checks the setup like C(condor_annex -check-setup) did.
   - Never changes anything.
 author:
@@ -52,6 +56,13 @@ options:
       - Pool password file to check with O(check_setup). Defaults to C(condor_config_val SEC_PASSWORD_FILE);
         not checked when neither is known.
     type: path
+  state_dir:
+    description:
+      - The annex user's autoscaler state directory
+        (O(htcondor.annex.annex_autoscale#module:state_dir) of M(htcondor.annex.annex_autoscale)).
+        A state file that cannot be read is a warning.
+    type: path
+    default: ~/.condor/htcondor-annex
 extends_documentation_fragment:
   - htcondor.annex.aws
 '''
@@ -117,6 +128,15 @@ annexes:
     spot_notices:
       description: How many of the annex's workers (terminated ones included while EC2 lists them) got a Spot notice.
       type: int
+    autoscale:
+      description:
+        - Only for an annex with an autoscaler state file. As of the autoscaler's last decision (C(last_decision.at)),
+          C(spent_usd) (running time x price of every instance of the annex, ended ones included), C(usd_per_hour) (its
+          live instances), C(budget_usd), C(budget_left_usd) (budget less spent, committed to the lease end and
+          launched); C(last_decision) its C(log_line) and C(at) (ISO 8601 UTC). null values before a first decision.
+      type: dict
+      sample: {"spent_usd": 1.23, "usd_per_hour": 0.288, "budget_usd": 20.0, "budget_left_usd": 16.4,
+               "last_decision": {"at": "2026-12-01T03:00:00Z", "log_line": "demand=5 supply=6 live=3 launch=none ..."}}
   sample: {"MyFirstAnnex": {"instances": {"running": 5}, "instance_ids": ["i-0123"], "joined": 5,
            "lease_expiration": "2025-01-01T20:00:00Z", "spot_fleet_request_ids": [],
            "workers": {"i-0123": {"state": "running", "boot_failure": null, "spot_notice": null}},
@@ -173,6 +193,7 @@ from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_resources as resources
+from ansible_collections.htcondor.annex.plugins.module_utils import autoscale_state
 from ansible_collections.htcondor.annex.plugins.module_utils.cloudformation import (
     OUTPUT_KEYS, describe_annex_stacks, outputs_of, setup_problems,
 )
@@ -193,6 +214,7 @@ def argument_spec():
         check_setup=dict(type="bool", default=False),
         user_config_path=dict(type="path"),
         password_file=dict(type="path", no_log=False),
+        state_dir=dict(type="path", default=autoscale_state.DEFAULT_STATE_DIR),
     )
     return spec
 
@@ -248,6 +270,31 @@ def gather(conn, name, setup_values):
     for item in annexes.values():
         item["instance_ids"].sort()
     return annexes
+
+
+def add_autoscale(module, annexes, state_dir, name):
+    """The autoscaler's spend and last decision of every annex with a state file (the annexes
+    reported, and those with a state file but no instance any more); unreadable: a warning."""
+    try:
+        files = sorted(os.listdir(state_dir))
+    except OSError:
+        files = []
+    names = set(annexes) | set(n for n in map(autoscale_state.annex_of_state_file, files)
+                               if n and not proto.validate_annex_id(n))
+    for annex in sorted(names):
+        if name and annex != name:
+            continue
+        try:
+            state = autoscale_state.read_state(autoscale_state.state_path(state_dir, annex))
+        except autoscale_state.StateUnreadable as exc:
+            module.warn(str(exc))
+            continue
+        if state is None:
+            continue
+        last = state.get("last_decision") or {}
+        entry(annexes, annex)["autoscale"] = dict(
+            (key, last.get(key)) for key in ("spent_usd", "usd_per_hour", "budget_usd", "budget_left_usd"))
+        annexes[annex]["autoscale"]["last_decision"] = dict(log_line=last.get("log_line"), at=last.get("at"))
 
 
 def condor_annex_problems(module, conn, stacks, values, text, path):
@@ -343,6 +390,7 @@ def main():
         conn = AWSConnection.from_params(params)
         stacks = describe_annex_stacks(conn.client("cloudformation"))
         annexes = gather(conn, params["name"], outputs_of(stacks))
+        add_autoscale(module, annexes, params["state_dir"], params["name"])
         if params["condor"]:
             machines = condor.annex_machines(params["name"])
             if machines is not None:

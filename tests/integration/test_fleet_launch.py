@@ -345,6 +345,10 @@ def test_failover_to_the_remaining_pools(rig, capacity, calls):
     assert len(instances(rig, "fail1")) == 6
     assert "pools that failed: c5.large in %s" % rig["subnets"][0] in result["msg"], result["msg"]
     assert "InsufficientInstanceCapacity" in result["fleet_launch"]["errors"]
+    zone = rig["ec2"].describe_subnets(SubnetIds=[first[1]])["Subnets"][0]["AvailabilityZone"]
+    assert result["fleet_launch"]["failed_pools"] == [dict(
+        instance_type="c5.large", subnet_id=first[1], availability_zone=zone, code="InsufficientInstanceCapacity",
+        message="We currently do not have sufficient c5.large capacity")], result["fleet_launch"]
 
 
 def test_partial_fulfilment_is_kept_and_said(rig, capacity, calls):
@@ -372,6 +376,11 @@ def test_all_pools_failing_is_a_clear_error_and_leaves_no_template(rig, capacity
     # the annex's first launch, answered definitively with no instance: nothing is left
     assert "nothing is left" in result["msg"] and "stay in place" not in result["msg"], result["msg"]
     assert tarball(rig, "none1") is None
+    # the failure carries the pools' errors as data: the autoscaler backs them off
+    failed = result["fleet_launch"]["failed_pools"]
+    assert result["fleet_launch"]["instances"] == [] and result["launched_instance_ids"] == []
+    assert failed and set(p["code"] for p in failed) == {"InsufficientInstanceCapacity"}, failed
+    assert all(p["availability_zone"] and p["subnet_id"] in rig["subnets"] for p in failed), failed
     assert not [r for r in rig["events"].list_rules()["Rules"] if "none1" in r["Name"]]
 
 
@@ -384,6 +393,7 @@ def test_all_pools_failing_on_a_grow_keeps_the_annex(rig, capacity, calls):
     result = launch(rig, "none2", count=3)
     assert result["failed"] and "no pool had capacity for 2 on-demand workers" in result["msg"], result
     assert "stay in place" in result["msg"] and "nothing is left" not in result["msg"], result["msg"]
+    assert result["fleet_launch"]["failed_pools"] and result["fleet_launch"]["instances"] == [], result
     assert len(instances(rig, "none2")) == 1 and len(templates(rig, "none2")) == 1
     assert tarball(rig, "none2") is not None
 

@@ -165,6 +165,8 @@ def test_check_mode_same_result_no_state_written(moto, condor, tmp_path):
     (dict(price_per_hour={"m5.large": -1}), "price_per_hour[m5.large]"),
     (dict(owners=["al ice"]), "owner 'al ice'"),
     (dict(expiry="next tuesday"), "expiry 'next tuesday'"),
+    (dict(expiry="2999-01-01 00:00"), "more than 8760 hours (a year) ahead"),
+    (dict(record_launch="launched"), "record_launch must be the annex task's registered result"),
 ])
 def test_bad_options_refused_before_any_call(moto, condor, tmp_path, monkeypatch, bad, message):
     bindir = condor()
@@ -205,3 +207,103 @@ def test_state_dir_defaults_to_the_annex_users_condor_dir(moto, condor, tmp_path
     del settings["state_dir"]
     run_module(annex_autoscale, settings)
     assert file_is_owner_only(os.path.join(os.environ["HOME"], ".condor", "htcondor-annex", "autoscale-lab.json"))
+
+
+def state(tmp_path, name="lab"):
+    return json.loads((tmp_path / "state" / ("autoscale-%s.json" % name)).read_text())
+
+
+def test_each_decision_is_kept_with_the_spend_ledger(moto, condor, tmp_path):
+    condor(jobs=[job(i) for i in range(5)])
+    launch(2)
+    result = run_module(annex_autoscale, args(tmp_path))
+    saved = state(tmp_path)
+    last = saved["last_decision"]
+    assert set(last) == {"at", "log_line", "decision", "target_count", "lease_end", "budget_usd", "usd_per_hour",
+                         "spent_usd", "budget_left_usd"}
+    assert (last["log_line"], last["decision"], last["target_count"], last["lease_end"]) == (
+        result["log_line"], result["decision"], result["target_count"], result["lease_end"])
+    assert last["usd_per_hour"] == pytest.approx(2 * 0.096) and last["budget_usd"] == 20.0
+    assert last["budget_left_usd"] == result["decision"]["budget_left_usd"]
+    assert sorted(e["type"] for e in saved["ledger"].values()) == ["m5.large", "m5.large"]
+    assert all(e["price"] == pytest.approx(0.096) and e["end_time"] is None for e in saved["ledger"].values())
+
+
+def test_an_instance_ec2_forgot_stays_spent(moto, condor, tmp_path):
+    """The ledger holds an instance EC2 no longer lists (it ran 2 h at $1/h, ended an hour ago):
+    its $2 stay spent, in the decision, the budget left and the state."""
+    import time
+    condor(jobs=[job(0)])
+    path = tmp_path / "state" / "autoscale-lab.json"
+    path.parent.mkdir(mode=0o700)
+    now = time.time()
+    path.write_text(json.dumps({"started": now, "ledger": {"i-0gone": {
+        "type": "c5.9xlarge", "launch_time": now - 3 * 3600, "end_time": None, "last_seen": now - 3600, "price": 1.0}}}))
+    result = run_module(annex_autoscale, args(tmp_path))
+    assert result["decision"]["spent_usd"] == pytest.approx(2.0, abs=0.01) and result["decision"]["live"] == 0
+    saved = state(tmp_path)
+    assert saved["ledger"]["i-0gone"]["end_time"] == pytest.approx(now - 3600)
+    assert saved["last_decision"]["spent_usd"] == pytest.approx(2.0, abs=0.01)
+    again = run_module(annex_autoscale, args(tmp_path))
+    assert again["decision"]["spent_usd"] >= result["decision"]["spent_usd"]
+
+
+def test_an_unreadable_state_file_stops_the_autoscaler(moto, condor, tmp_path):
+    condor(jobs=[job(0)])
+    path = tmp_path / "state" / "autoscale-lab.json"
+    path.parent.mkdir(mode=0o700)
+    path.write_text("{truncated")
+    result = run_module(annex_autoscale, args(tmp_path))
+    assert result["failed"] is True and "is not JSON" in result["msg"] and "no decision" in result["msg"], result
+
+
+def no_calls(monkeypatch, bindir):
+    monkeypatch.setattr(annex_autoscale.AWSConnection, "from_params",
+                        classmethod(lambda cls, params: pytest.fail("AWS connection made")))
+    return lambda: not (bindir / "condor_q.args").exists() and not (bindir / "condor_status.args").exists()
+
+
+def test_a_launch_without_capacity_is_recorded_and_backs_off(moto, condor, tmp_path, monkeypatch):
+    """record_launch: no decision, no call; the annex task's failed result (EC2 answered with no
+    instance: its fleet_launch.failed_pools) backs the pools off, so the next decision waits."""
+    bindir = condor(jobs=[job(i) for i in range(5)])
+    first = run_module(annex_autoscale, args(tmp_path))
+    assert first["instance_types_to_launch"] == ["m5.large"]
+    pools = [dict(instance_type="m5.large", subnet_id="subnet-%d" % i, availability_zone="us-east-1" + z,
+                  code="InsufficientInstanceCapacity", message="We currently do not have sufficient capacity")
+             for i, z in enumerate("ab")]
+    failed = {"failed": True, "changed": False, "msg": "no pool had capacity for 3 on-demand workers (...)",
+              "launched_instance_ids": [], "fleet_launch": {"instances": [], "failed_pools": pools, "errors": "..."}}
+    (bindir / "condor_q.args").unlink()
+    (bindir / "condor_status.args").unlink()
+    with monkeypatch.context() as patched:
+        untouched = no_calls(patched, bindir)
+        recorded = run_module(annex_autoscale, args(tmp_path, record_launch=failed))
+    assert recorded.get("failed") is not True and recorded["changed"] is False, recorded
+    assert recorded["log_line"].startswith("launch failed: no pool had capacity"), recorded
+    assert "decision" not in recorded and untouched()
+    saved = state(tmp_path)
+    assert sorted(saved["backoff"]["pools"]) == ["m5.large/us-east-1a", "m5.large/us-east-1b"]
+    assert saved["zones"] == ["us-east-1a", "us-east-1b"]
+    assert saved["last_decision"]["launched"] == 0 and "no pool had capacity" in saved["last_decision"]["launch_error"]
+    assert saved["last_decision"]["log_line"] == first["log_line"]
+    waiting = run_module(annex_autoscale, args(tmp_path))
+    assert waiting["instance_types_to_launch"] == [] and "backing off: m5.large" in waiting["log_line"], waiting
+
+
+def test_a_launch_is_recorded_in_the_last_decision(moto, condor, tmp_path, monkeypatch):
+    bindir = condor(jobs=[job(i) for i in range(5)])
+    run_module(annex_autoscale, args(tmp_path))
+    untouched = no_calls(monkeypatch, bindir)  # no decision follows in this test
+    (bindir / "condor_q.args").unlink()
+    (bindir / "condor_status.args").unlink()
+    instances = [dict(InstanceId="i-%d" % i, InstanceType="m5.large", SubnetId="subnet-1", AvailabilityZone="us-east-1a",
+                      Lifecycle="on-demand") for i in range(3)]
+    ok = {"changed": True, "msg": "launched 3 instances", "launched_instance_ids": ["i-0", "i-1", "i-2"],
+          "fleet_launch": {"instances": instances, "failed_pools": [], "errors": None}}
+    recorded = run_module(annex_autoscale, args(tmp_path, record_launch=ok))
+    assert recorded["log_line"] == "launched 3 (m5.large:3) i-0,i-1,i-2" and untouched(), recorded
+    last = state(tmp_path)["last_decision"]
+    assert (last["launched"], last["launched_instance_ids"], last["launch_error"]) == (3, ["i-0", "i-1", "i-2"], None)
+    skipped = run_module(annex_autoscale, args(tmp_path, record_launch={"skipped": True, "changed": False}))
+    assert skipped["log_line"] == "no launch ran" and state(tmp_path)["last_decision"] == last

@@ -134,3 +134,36 @@ def test_boot_failures_and_spot_notices_per_worker_and_counted(launched):
     assert (a1["boot_failures"], a1["spot_notices"]) == (1, 1)
     b2 = result["annexes"]["b2"]
     assert (b2["boot_failures"], b2["spot_notices"]) == (0, 0) and len(b2["workers"]) == 1
+
+
+def test_autoscale_spend_and_last_decision_from_the_state_files(launched, tmp_path):
+    """Every annex with an autoscaler state file shows its spend and last decision, also one whose
+    instances are all gone; no file: no key; an unreadable file: a warning, not a failure."""
+    import json
+    state_dir = tmp_path / "autoscale-state"
+    state_dir.mkdir()
+    last = {"at": "2026-12-01T03:00:00Z", "log_line": "demand=5 supply=6 live=3 launch=none ...",
+            "decision": {"launch": {}}, "target_count": 3, "lease_end": "2026-12-01T11:00:00Z", "budget_usd": 20.0,
+            "usd_per_hour": 0.288, "spent_usd": 1.25, "budget_left_usd": 16.4}
+    (state_dir / "autoscale-a1.json").write_text(json.dumps({"last_decision": last, "ledger": {}}))
+    (state_dir / "autoscale-gone1.json").write_text(json.dumps({"last_decision": dict(last, usd_per_hour=0.0)}))
+    (state_dir / "autoscale-b2.json").write_text("{truncated")
+    (state_dir / "prices.json").write_text("{}")
+    result = run_module(annex_info, dict(condor=False, state_dir=str(state_dir)))
+    assert result.get("failed") is not True, result
+    a1 = result["annexes"]["a1"]["autoscale"]
+    assert a1 == {"spent_usd": 1.25, "usd_per_hour": 0.288, "budget_usd": 20.0, "budget_left_usd": 16.4,
+                  "last_decision": {"log_line": last["log_line"], "at": last["at"]}}
+    gone = result["annexes"]["gone1"]
+    assert gone["instance_ids"] == [] and gone["autoscale"]["usd_per_hour"] == 0.0
+    assert "autoscale" not in result["annexes"]["b2"]
+    assert any("autoscale-b2.json is not JSON" in w for w in result["warnings"]), result["warnings"]
+    only = run_module(annex_info, dict(condor=False, name="b2", state_dir=str(state_dir)))
+    assert set(only["annexes"]) == {"b2"}
+    # by default the annex user's ~/.condor/htcondor-annex, where annex_autoscale keeps it
+    assert all("autoscale" not in a for a in run_module(annex_info, dict(condor=False))["annexes"].values())
+    default = os.path.join(os.environ["HOME"], ".condor", "htcondor-annex")
+    os.makedirs(default)
+    os.rename(str(state_dir / "autoscale-a1.json"), os.path.join(default, "autoscale-a1.json"))
+    annexes = run_module(annex_info, dict(condor=False))["annexes"]
+    assert annexes["a1"]["autoscale"] == a1 and "gone1" not in annexes

@@ -179,6 +179,56 @@ def test_changed_duration_extends_lease(pool):
     assert launch(pool, duration=12)["changed"] is False
 
 
+def _utc(epoch, fmt="%Y-%m-%d %H:%M"):
+    from datetime import datetime, timezone
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime(fmt)
+
+
+def test_expiry_is_the_lease_end_and_a_same_expiry_rerun_changes_nothing(pool, monkeypatch):
+    """expiry wins over duration: the lease ends at that instant (tarball metadata, worker-side
+    lease), its duration is the hours to it; the same expiry again (as the autoscaler passes it
+    each run, with or without seconds) moves nothing, another one moves it."""
+    import time
+    end = (int(time.time()) // 60 + 3 * 60) * 60  # a whole minute, 3 h ahead
+    first = launch(pool, expiry=_utc(end), duration=12)
+    assert first["changed"] is True and first["lease_expiration"] == proto.iso8601(end), first
+    duration, recorded = lease(pool)
+    assert recorded == end and 2.9 < duration <= 3.0, (duration, recorded)
+    assert "ANNEX_LEASE_END = %d" % end in tarball(pool)["99-htcondor-annex-lease.config"].decode()
+    names = record_calls(monkeypatch)
+    for same in (_utc(end), proto.iso8601(end), _utc(end + 30, "%Y-%m-%dT%H:%M:%S")):
+        again = launch(pool, expiry=same)
+        assert again["changed"] is False and again["lease_expiration"] == proto.iso8601(end), again
+    assert "PutObject" not in names and lease(pool)[1] == end
+    moved = launch(pool, expiry=_utc(end + 3600) + "Z")
+    assert moved["changed"] is True and moved["launched_instance_ids"] == [], moved
+    assert "lease moved to %s" % proto.iso8601(end + 3600) in moved["msg"], moved["msg"]
+    assert lease(pool)[1] == end + 3600 and moved["lease_expiration"] == proto.iso8601(end + 3600)
+    grown = launch(pool, count=3, expiry=_utc(end + 3600))  # a launch under the same expiry keeps it
+    assert len(grown["launched_instance_ids"]) == 1 and lease(pool)[1] == end + 3600, grown
+
+
+@pytest.mark.parametrize("expiry,message", [
+    ("next tuesday", "expiry: 'next tuesday' is not a UTC date-time"),
+    ("2026-13-01 00:00", "is not a UTC date-time"),
+    ("2000-01-01 00:00", "is in the past"),
+    ("2999-01-01T00:00:00Z", "more than 8760 hours (a year) ahead"),
+])
+def test_bad_expiry_refused_before_any_call(pool, monkeypatch, expiry, message):
+    names = record_calls(monkeypatch)
+    result = launch(pool, expiry=expiry)
+    assert result.get("failed") and message in result["msg"], result
+    assert list(names) == []
+
+
+def test_a_launch_under_an_expiry_within_five_minutes_is_refused_before_any_write(pool):
+    import time
+    before = inventory()
+    result = launch(pool, expiry=_utc(time.time() + 120, "%Y-%m-%d %H:%M:%S"))
+    assert result.get("failed") and "workers launched now would be ended at once" in result["msg"], result
+    assert inventory() == before
+
+
 def _set_lease_end(pool, name, end, duration=8):
     """Rewrite the annex's lease (its tarball's metadata) as if it ended at `end` (epoch)."""
     s3 = boto3.client("s3", region_name=REGION)
