@@ -87,7 +87,7 @@ def test_every_option_is_one_the_module_takes(rendered):
     assert decide["budget_usd"] == 12.5 and decide["max_instances"] == 3 and decide["spot"] is False
     assert decide["instance_types"] == ["t3.micro", "t3.small"]
     assert decide["price_per_hour"] == {"t3.micro": 0.0104}
-    assert decide["expiry"] == "2026-12-18 23:59"
+    assert decide["expiry"] == "2026-12-18 23:59"  # given: kept as is
     assert dict(record, record_launch=None) == dict(decide, record_launch=None)
     assert launch["max_price_per_hour"] == 0.5 and launch["tags"] == {"project": "x"} and launch["state"] == "present"
     # count, types and the lease end come from the decision (the same absolute lease on every run)
