@@ -196,8 +196,9 @@ from ansible_collections.htcondor.annex.plugins.module_utils.files import write_
 INSTANCE_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9-]*\.[a-z0-9-]+")
 MAX_INSTANCES = 1000
 MAX_BOOT_BUDGET_MINUTES = 60
-# StateTransitionReason of an ended instance: "User initiated (2026-11-30 21:58:03 GMT)"
-ENDED_AT_RE = re.compile(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) GMT\)")
+# StateTransitionReason of an ended instance: "User initiated (2026-11-30 21:58:03 GMT)" on AWS,
+# "... UTC)" from moto
+ENDED_AT_RE = re.compile(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?:GMT|UTC)\)")
 
 
 class InputError(Exception):

@@ -307,3 +307,17 @@ def test_a_launch_is_recorded_in_the_last_decision(moto, condor, tmp_path, monke
     assert (last["launched"], last["launched_instance_ids"], last["launch_error"]) == (3, ["i-0", "i-1", "i-2"], None)
     skipped = run_module(annex_autoscale, args(tmp_path, record_launch={"skipped": True, "changed": False}))
     assert skipped["log_line"] == "no launch ran" and state(tmp_path)["last_decision"] == last
+
+
+@pytest.mark.parametrize("zone_word", ["GMT", "UTC"])
+def test_an_ended_instance_runs_until_its_recorded_end(zone_word, monkeypatch):
+    """AWS writes the end into StateTransitionReason as "... GMT)", moto as "... UTC)": both give the
+    running time (not zero), so an ended worker's cost counts."""
+    class EC2:
+        pass
+    launched = proto.parse_utc_datetime("2026-12-01 10:00:00")
+    instance = {"InstanceId": "i-1", "InstanceType": "t3.micro", "State": {"Name": "terminated"},
+                "LaunchTime": launched, "StateTransitionReason": "User initiated (2026-12-01 10:30:00 %s)" % zone_word}
+    monkeypatch.setattr(annex_autoscale.resources, "find_instances", lambda _ec2, _name: [instance])
+    found = annex_autoscale.annex_instances(EC2(), "Auto", [])
+    assert found[0]["end_time"] - found[0]["launch_time"] == 1800
