@@ -63,7 +63,6 @@ def submit_description(lengths, annex):
     return "\n".join([
         "executable = /bin/sleep",
         "arguments = $(length)",
-        "transfer_executable = false",
         "+MayUseAWS = True",
         "+BurstBenchmark = \"%s\"" % annex,
         "request_cpus = 1",
@@ -564,10 +563,10 @@ def run_burst(box, args, lengths):
     """Turn the autoscaler on, submit, sample, read the history; off in any case."""
     before = set(box.instances())
     spent_before = spent_of(box.state())
-    box.autoscale("max_instances=%d" % args.max_instances, "budget_usd=%s" % args.budget_usd,
-                  "autoscale_interval=%d" % args.interval, "idle=%s" % args.idle,
-                  "instance_type=%s" % args.instance_type)
     try:
+        box.autoscale("max_instances=%d" % args.max_instances, "budget_usd=%s" % args.budget_usd,
+                      "autoscale_interval=%d" % args.interval, "idle=%s" % args.idle,
+                      "instance_type=%s" % args.instance_type)
         cluster = box.submit(lengths)
         started = time.time()
         print("submitted cluster %d: %d jobs; sampling every %d s for at most %d min" % (
@@ -576,8 +575,12 @@ def run_burst(box, args, lengths):
             box, cluster, before, args.every, started + args.max_minutes * 60, args.interval)
         jobs = box.history(cluster)
     finally:
-        box.autoscale("state=absent")
-        print("autoscaler of annex %s turned off" % box.annex)
+        try:
+            box.autoscale("state=absent")
+            print("autoscaler of annex %s turned off" % box.annex)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            print("TURNING THE AUTOSCALER OFF FAILED: run `ansible-playbook annex_autoscale.yml -e annex_name=%s"
+                  " -e state=absent`\n%s" % (box.annex, exc))
     return {"started": started, "cluster": cluster, "lengths": lengths, "samples": samples, "instances": instances,
             "hosts": hosts, "jobs": jobs, "complete": complete, "spent_before_usd": spent_before}
 
@@ -627,7 +630,11 @@ def main(argv=None, box=None):
               " this benchmark never creates or removes it" % MASTER)
         return 2
     lengths = burst_lengths(args.jobs, args.seed, args.min_length, args.max_length)
-    raw = run_burst(box, args, lengths)
+    try:
+        raw = run_burst(box, args, lengths)
+    except RuntimeError as exc:  # a playbook or condor_submit failed: what it printed says why
+        print(exc)
+        return 1
     params = dict(params_of(args), started=raw["started"], spent_before_usd=raw["spent_before_usd"])
     report = build_report(raw, params)
     write_outputs(report, raw, args.png)

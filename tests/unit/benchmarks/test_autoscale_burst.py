@@ -197,6 +197,20 @@ def test_autoscaler_turned_off_when_sampling_fails(tmp_path):
     assert box.playbooks[0][0] == "max_instances=4" and box.playbooks[-1] == ("state=absent",)
 
 
+def test_autoscaler_turned_off_when_turning_it_on_fails(tmp_path, capsys):
+    box = FakeSandbox()
+    calls = []
+
+    def autoscale(*extra):
+        calls.append(extra)
+        raise RuntimeError("annex_autoscale.yml %s failed" % " ".join(extra))
+    box.autoscale = autoscale
+    assert burst.main(["--png", str(tmp_path / "b.png")], box=box) == 1
+    out = capsys.readouterr().out
+    assert calls[-1] == ("state=absent",) and "TURNING THE AUTOSCALER OFF FAILED" in out
+    assert "annex_autoscale.yml max_instances=4" in out and not list(tmp_path.iterdir())
+
+
 def test_main_report_and_replot(tmp_path, capsys, monkeypatch):
     box = FakeSandbox()
     monkeypatch.setattr(burst.time, "time", box.clock)
