@@ -225,7 +225,8 @@ def replay_peer(jobs, vcpus, max_instances, interval, boot_s, price_per_hour, st
     phase against the submit is unknown) its rule: target = current + ceil(sum of idle jobs'
     RequestCpus / vcpus) - VMs booting or idle (no job), capped at max_instances; a higher
     target launches VMs that can run jobs boot_s later; a lower one deletes VMs booting or idle.
-    Ready VMs take idle jobs at once (first fit, in submit order). Returns figures and samples."""
+    Ready VMs take idle jobs at once (first fit, in submit order). Left out, in its favour: its
+    wait for a negotiation cycle after a job's submit before counting it. Returns figures and samples."""
     pending = sorted(({"qdate": j["qdate"], "run_s": j["run_s"], "cpus": j.get("cpus", 1)} for j in jobs),
                      key=lambda j: j["qdate"])
     vms, running, latencies, samples = [], [], [], []
