@@ -43,7 +43,7 @@ MASTER = "htcondor-annex-sandbox-master"
 WORKER_LABEL = "label=htcondor-annex-sandbox=worker"
 MOTO = "http://10.77.31.1:5055"
 LIVE_STATES = ("pending", "running")
-ENDED_AT_RE = re.compile(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) GMT\)")
+ENDED_AT_RE = re.compile(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?:GMT|UTC)\)")  # AWS: GMT, moto: UTC
 INSTALL_HINT = "matplotlib is not installed: pip install -r benchmarks/requirements.txt (then --from-json to plot)"
 PEER = "Cluster Toolkit rule (replay)"
 OURS = "htcondor.annex (run)"
@@ -109,7 +109,7 @@ def parse_queue(text):
 
 
 def ended_at(reason):
-    """moto's StateTransitionReason 'User initiated (2026-12-01 03:20:11 GMT)' -> epoch."""
+    """StateTransitionReason "User initiated (2026-12-01 03:20:11 GMT)" (moto: UTC) -> epoch."""
     match = ENDED_AT_RE.search(reason or "")
     if not match:
         return None
@@ -459,9 +459,9 @@ class Sandbox:
 
     def sample(self, cluster):
         """One look at the queue, the annex's instances (moto) and the state file."""
-        script = ("condor_q %d -af JobStatus RequestCpus\necho @@queue_rc=$?\necho @@moto\npython3 - <<'PY'\n%s\nPY\necho @@state\n"
+        script = ("condor_q %d -af JobStatus RequestCpus\necho @@queue_rc=$?\necho @@moto\n%secho @@state\n"
                   "cat ~/.condor/htcondor-annex/autoscale-%s.json 2>/dev/null\necho\n"
-                  % (cluster, MOTO_SCRIPT % {"moto": self.moto, "annex": self.annex}, self.annex))
+                  % (cluster, self.moto_script(), self.annex))
         return parse_sample(self.as_user(script, check=False))
 
     def state(self):
@@ -471,9 +471,12 @@ class Sandbox:
         except ValueError:
             return {}
 
+    def moto_script(self):
+        """Shell lines printing the annex's instances in moto as JSON (the annex user's keys)."""
+        return "python3 - <<'PY'\n%s\nPY\n" % (MOTO_SCRIPT % {"moto": self.moto, "annex": self.annex})
+
     def instances(self):
-        return json.loads(self.as_user("python3 - <<'PY'\n%s\nPY\n" % (MOTO_SCRIPT % {"moto": self.moto,
-                                                                                       "annex": self.annex})) or "{}")
+        return json.loads(self.as_user(self.moto_script()) or "{}")
 
     def worker_hosts(self):
         """{worker host name: instance id} of the worker containers (their labels)."""

@@ -70,6 +70,7 @@ def test_percentile_and_spend_sources():
                                                          "budget_left=$1.98 reason=nothing to do"}}) == 0.02
     assert burst.spent_of({}) is None
     assert burst.ended_at("User initiated (2026-12-01 03:06:00 GMT)") == T0 + 360
+    assert burst.ended_at("User initiated (2026-12-01 03:06:00 UTC)") == T0 + 360  # moto 5's wording
     assert burst.ended_at("") is None
 
 
@@ -251,3 +252,31 @@ def test_plot_without_matplotlib_says_how_to_install(tmp_path, capsys, monkeypat
     out = capsys.readouterr().out
     assert "pip install -r benchmarks/requirements.txt" in out and "instance-hours used" in out
     assert (tmp_path / "burst.json").exists() and not (tmp_path / "burst.png").exists()
+
+
+def test_sandbox_commands(monkeypatch):
+    """What the Sandbox runs (recorded, nothing executed): bash scripts on the master as ec2-user
+    on stdin, and the answers parsed."""
+    box = burst.Sandbox("Burst", moto="http://10.77.31.1:5055")
+    calls = []
+
+    def fake_run(cmd, stdin=None, timeout=120, check=True):
+        calls.append((cmd, stdin))
+        if cmd[0] == "podman" and cmd[1] == "inspect":
+            raise OSError("no podman")
+        if "condor_submit" in (stdin or ""):
+            return "21.0 - 21.2\n"
+        return ('2 1\n1 1\n@@queue_rc=0\n@@moto\n{"i-1": {"state": "pending", "launch": 5, "reason": "", '
+                '"type": "t3.micro"}}\n@@state\n{}\n')
+    monkeypatch.setattr(box, "run", fake_run)
+    assert box.master_running() is False
+    assert box.submit([20, 30, 40]) == 21
+    cmd, stdin = calls[-1]
+    assert cmd == ["podman", "exec", "-i", burst.MASTER, "su", "-", "ec2-user", "-c", "bash -s"]
+    assert "queue length in (20 30 40)" in stdin and stdin.endswith("SUBMIT\n")
+    look = box.sample(21)
+    assert look["idle"] == 1 and look["running"] == 1 and look["instances"]["i-1"]["state"] == "pending"
+    script = calls[-1][1]
+    assert script.startswith("condor_q 21 -af JobStatus RequestCpus\n")
+    assert "'Values': ['Burst']" in script and "endpoint_url='http://10.77.31.1:5055'" in script
+    assert "autoscale-Burst.json" in script
