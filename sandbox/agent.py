@@ -141,20 +141,24 @@ class Agent:
         return out
 
     def apply_fleet_templates(self, insts):
-        """EC2 gives an instance an instant EC2 Fleet launched what its launch template says (instance
-        profile, metadata options, instance tags); moto keeps only the tags. Complete these instances
-        from the template version of the fleet that launched them, so the worker boots as on EC2."""
+        """EC2 gives an instance an instant EC2 Fleet launched what its launch template and the
+        fleet's override for its pool say (instance profile, metadata options, instance tags; the
+        override wins); moto keeps only the tags and the image. Complete these instances from the
+        fleet that launched them, so the worker boots as on EC2."""
         wanted = set(i["InstanceId"] for i in insts)
         specs = {}
         for page in self.ec2.get_paginator("describe_fleets").paginate():
             for fleet in page["Fleets"]:
                 for group in fleet.get("Instances") or []:
-                    spec = (group.get("LaunchTemplateAndOverrides") or {}).get("LaunchTemplateSpecification")
-                    specs.update((iid, spec) for iid in group.get("InstanceIds") or [] if iid in wanted and spec)
+                    both = group.get("LaunchTemplateAndOverrides") or {}
+                    spec = both.get("LaunchTemplateSpecification")
+                    specs.update((iid, (spec, both.get("Overrides") or {}))
+                                 for iid in group.get("InstanceIds") or [] if iid in wanted and spec)
         for inst in insts:
-            spec = specs.get(inst["InstanceId"])
+            spec, overrides = specs.get(inst["InstanceId"], (None, {}))
             data = self.template_data(spec["LaunchTemplateId"], spec["Version"]) if spec else None
-            if data:
+            if data is not None:
+                data = dict(data, **overrides)
                 apply_launch_template(inst, data, self.instance_profile(data.get("IamInstanceProfile")))
 
     def template_data(self, template_id, version):

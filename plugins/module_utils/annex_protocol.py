@@ -80,9 +80,9 @@ AGENT_SELF_TAGS = (BOOT_FAILURE_TAG, SPOT_NOTICE_TAG)
 SPOT_NOTICE_ATTR = "AnnexSpotNotice"
 JOB_ROLE_NAME = "HTCondorAnnex-JobRole-%s"  # % region
 
-# Pools (an instance type in a subnet) where a fleet launch of the annex failed for want of
-# capacity are remembered with the annex, not on the controller: one tag of the annex's launch
-# template per pool, POOL_FAILED_TAG_PREFIX + "<type>/<subnet>" (subnet "default" without one) =
+# Pools (an instance type in a subnet) where a fleet launch failed for want of capacity are
+# remembered with the setup, not on the controller: one tag of the setup's shared launch
+# template (fleet.py) per pool, POOL_FAILED_TAG_PREFIX + "<type>/<subnet>" (subnet "default" without one) =
 # epoch seconds of the failure. Later runs skip them for pool_retry_minutes; a launch in the pool
 # removes its tag. EC2 tags: keys up to 128 characters, values up to 256, 50 tags a resource
 # (EC2 User Guide, "Tag restrictions"); the longest key here is about 80.

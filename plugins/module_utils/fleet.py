@@ -16,10 +16,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import hashlib
+import json
 import math
 
 from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
-    AnnexAWSError, MANAGED_BY_KEY, MANAGED_BY_VALUE, call, error_code, is_not_found, paginate, tag_dict,
+    AnnexAWSError, MANAGED_BY_KEY, MANAGED_BY_VALUE, call, error_code, is_not_found, paginate, tag_dict, tag_list,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_protocol as proto
 from ansible_collections.htcondor.annex.plugins.module_utils.network import CAPACITY_ERRORS
@@ -55,18 +57,88 @@ def options_error(count, spot, all_or_nothing, max_price_per_hour, allocation_st
 
 
 # ---------- launch templates ----------
+# One launch template per setup (per region: the setup's stacks have fixed names), shared by every
+# annex: it holds what the setup fixes (the workers' security group and instance profile, shutdown
+# = terminate, the boot agent's metadata options). What differs per annex rides in each CreateFleet:
+# the image and key pair as overrides, the annex's tags as the fleet's TagSpecifications (instance,
+# volume and fleet: all accepted for instant fleets; botocore's ec2 model / EC2 API reference,
+# CreateFleet and FleetLaunchTemplateOverridesRequest). So a launch, a grow or a removal makes no
+# template call per annex. An override's metadata options cannot say InstanceMetadataTags
+# (FleetInstanceMetadataOptionsRequest), so an annex whose tag keys metadata cannot carry uses a
+# second template without tags in metadata. "_" cannot be in an annex name (ANNEX_ID_RE), so these
+# names are never an older collection's per-annex template (LAUNCH_TEMPLATE_PREFIX + annex).
+WORKERS_TEMPLATE_NAME = LAUNCH_TEMPLATE_PREFIX.rstrip("-") + "_workers"
+WORKERS_TEMPLATE_NAMES = (WORKERS_TEMPLATE_NAME, WORKERS_TEMPLATE_NAME + "_no-tags-in-metadata")
+
+
+def workers_template_name(metadata_options):
+    return WORKERS_TEMPLATE_NAMES[metadata_options.get("InstanceMetadataTags") == "disabled"]
+# a digest of the template's data, as a tag: DescribeLaunchTemplates shows tags, not the data, so a
+# setup made again (a new security group or profile) is seen without reading the template's versions
+TEMPLATE_DIGEST_TAG = "htcondor-annex:template-digest"
+
+
+def template_digest(data):
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def find_launch_templates(ec2, annex_id=None):
-    """The launch templates this project made for annex `annex_id` (None: for every annex): found by
-    the managed-by tag and the annex name tag, so a user's template is never touched."""
+    """The per-annex launch templates earlier versions of this collection made for annex `annex_id`
+    (None: for every annex): found by the managed-by tag and the annex name tag, so a user's
+    template and the setup's shared one (no annex name tag) are never among them."""
     filters = [{"Name": "tag:%s" % MANAGED_BY_KEY, "Values": [MANAGED_BY_VALUE]}]
     filters.append({"Name": "tag:%s" % proto.ANNEX_NAME_TAG, "Values": [annex_id]} if annex_id else
                    {"Name": "tag-key", "Values": [proto.ANNEX_NAME_TAG]})
     return paginate(ec2, "DescribeLaunchTemplates", "LaunchTemplates", Filters=filters)
 
 
+def find_workers_templates(ec2, names=WORKERS_TEMPLATE_NAMES):
+    """The setup's shared launch templates named `names` (none, one or two): found by their names
+    and the managed-by tag, so a user's template of such a name is never touched."""
+    return paginate(ec2, "DescribeLaunchTemplates", "LaunchTemplates", Filters=[
+        {"Name": "launch-template-name", "Values": list(names)},
+        {"Name": "tag:%s" % MANAGED_BY_KEY, "Values": [MANAGED_BY_VALUE]}])
+
+
 def tagged_annex(resource):
     """The annex a launch template or fleet record of the project belongs to (its annex name tag)."""
     return tag_dict(resource.get("Tags")).get(proto.ANNEX_NAME_TAG)
+
+
+def workers_launch_template(ec2, data, managed_tags):
+    """(template id, version, {tag: value}) of the setup's shared launch template holding `data`
+    (named after its metadata options), made when there is none and given a new version when its
+    data changed (the setup was made again). One call when it is as it should be. managed_tags:
+    the project's tags a new one gets."""
+    digest = template_digest(data)
+    name = workers_template_name(data["MetadataOptions"])
+    found = find_workers_templates(ec2, [name])
+    if not found:
+        tags = dict(managed_tags, **{TEMPLATE_DIGEST_TAG: digest})
+        try:
+            response = call(ec2, "CreateLaunchTemplate", LaunchTemplateName=name,
+                            LaunchTemplateData=data,
+                            TagSpecifications=[dict(ResourceType="launch-template", Tags=tag_list(tags))])
+        except AnnexAWSError as exc:
+            if error_code(exc) != TEMPLATE_EXISTS:
+                raise
+            found = find_workers_templates(ec2, [name])  # made by a launch of another annex meanwhile
+            if not found:
+                exc.message = ("a launch template named %s exists that htcondor.annex did not make (no %s tag): "
+                               "rename or delete it" % (name, MANAGED_BY_KEY))
+                raise
+        else:
+            template = response["LaunchTemplate"]
+            return template["LaunchTemplateId"], str(template.get("LatestVersionNumber", 1)), tags
+    template = found[0]
+    tags = tag_dict(template.get("Tags"))
+    if tags.get(TEMPLATE_DIGEST_TAG) == digest:
+        return template["LaunchTemplateId"], str(template["LatestVersionNumber"]), tags
+    response = call(ec2, "CreateLaunchTemplateVersion", LaunchTemplateId=template["LaunchTemplateId"],
+                    LaunchTemplateData=data)
+    call(ec2, "CreateTags", Resources=[template["LaunchTemplateId"]], Tags=[dict(Key=TEMPLATE_DIGEST_TAG, Value=digest)])
+    tags[TEMPLATE_DIGEST_TAG] = digest
+    return template["LaunchTemplateId"], str(response["LaunchTemplateVersion"]["VersionNumber"]), tags
 
 
 # ---------- instant fleets' records ----------
@@ -117,53 +189,15 @@ def delete_launch_templates(ec2, templates):
                 raise
 
 
-def annex_launch_template(ec2, annex_id, data, template_tags, first_launch=False):
-    """(template id, version, created, {tag: value}) of the annex's launch template holding `data`:
-    a new version of the one there is, else a new template. Two calls; one for an annex's first
-    launch (no live worker), which creates the template straight away (an old one: a new version)."""
-    name = launch_template_name(annex_id)
-    if not first_launch:
-        found = _own_template(ec2, annex_id, name)
-        if found:
-            return _new_version(ec2, found, data)
-    try:
-        response = call(ec2, "CreateLaunchTemplate", LaunchTemplateName=name, LaunchTemplateData=data,
-                        TagSpecifications=template_tags)
-    except AnnexAWSError as exc:
-        if error_code(exc) != TEMPLATE_EXISTS:
-            raise
-        found = _own_template(ec2, annex_id, name) if first_launch else None
-        if found:  # left by an earlier life of the annex (e.g. its lease ended)
-            return _new_version(ec2, found, data)
-        exc.message = ("a launch template named %s exists that htcondor.annex did not make (no %s tag): "
-                       "rename or delete it, or use another annex name" % (name, MANAGED_BY_KEY))
-        raise
-    template = response["LaunchTemplate"]
-    return template["LaunchTemplateId"], str(template.get("LatestVersionNumber", 1)), True, {}
-
-
-def _own_template(ec2, annex_id, name):
-    for template in find_launch_templates(ec2, annex_id):
-        if template["LaunchTemplateName"] == name:
-            return template
-    return None
-
-
-def _new_version(ec2, template, data):
-    response = call(ec2, "CreateLaunchTemplateVersion", LaunchTemplateId=template["LaunchTemplateId"],
-                    LaunchTemplateData=data)
-    return (template["LaunchTemplateId"], str(response["LaunchTemplateVersion"]["VersionNumber"]), False,
-            tag_dict(template.get("Tags")))
-
-
-# ---------- pools that failed, remembered with the annex ----------
+# ---------- pools that failed, remembered with the setup ----------
 def recently_failed(template_tags, now, minutes):
     """{pool key: epoch} of the pools whose failure is younger than `minutes`."""
     return dict((key, at) for key, at in proto.pools_failed(template_tags).items() if now - at < minutes * 60)
 
 
 def remember_pools(ec2, template_id, template_tags, outcome, now):
-    """Tag the annex's launch template with the pools that failed for want of capacity in this run,
+    """Tag the setup's launch template with the pools that failed for want of capacity in this run
+    (capacity is the pool's, whichever annex asked, so every annex of the setup skips them),
     and untag the pools that launched workers (and failures older than a day, so stale tags do not
     crowd the 50 a resource allows). At most one CreateTags and one DeleteTags, none when nothing
     changes. Returns the pools that could not be remembered (no tag left), else []."""
@@ -222,11 +256,13 @@ def pool_name(key, zones=None):
 
 
 def fleet_request(template, pools_, capacity, spot, allocation_strategy, all_or_nothing, max_price_per_hour,
-                  fleet_tags, token):
-    """CreateFleet parameters (type instant) launching `capacity` instances in `pools_`."""
+                  fleet_tags, token, annex_overrides=None):
+    """CreateFleet parameters (type instant) launching `capacity` instances in `pools_` from the
+    shared `template` (id, version); annex_overrides: what every override carries for this annex
+    (ImageId, KeyName: instant fleets take them per override)."""
     overrides = []
     for pool in pools_:
-        override = dict(InstanceType=pool["InstanceType"])
+        override = dict(annex_overrides or {}, InstanceType=pool["InstanceType"])
         if pool["SubnetId"]:
             override["SubnetId"] = pool["SubnetId"]
         if not spot and allocation_strategy == "prioritized":

@@ -18,7 +18,8 @@ description:
   - Uploads the worker configuration tarball C(config-<name>.tar.gz) (rendered for the pool's HTCondor
     version; holds the pool password, which goes nowhere else) to the private setup bucket, with the lease
     (its end and duration) as the object's metadata, in one C(PutObject), then launches the workers with one
-    C(CreateFleet) of type C(instant) from the annex's launch template C(htcondor-annex-<name>), over every
+    C(CreateFleet) of type C(instant) from the setup's shared launch template C(htcondor-annex_workers) (made
+    by the first launch; the image and key pair in the fleet's overrides, the annex's tags in its request), over every
     instance type (O(instance_types), else O(instance_type)) in every subnet of the setup (the pools), so a type or
     zone without capacity does not refuse the launch. Every 5 minutes the setup's lease function ends the annexes
     whose lease has ended.
@@ -29,8 +30,8 @@ description:
     client token, which instances launched by a fleet do not carry (they are found by the annex name tag).
   - Capacity. By default a launch takes what capacity there is (O(all_or_nothing) otherwise); the pools that
     report an error are named in the result, and the shortfall is retried once in the others. Pools that failed
-    for want of capacity are remembered with the annex (tags of its launch template) and skipped by later runs for
-    O(pool_retry_minutes). O(count) counts instances, or vCPUs with O(capacity_unit=vcpus).
+    for want of capacity are remembered with the setup (tags of the shared launch template) and skipped by later
+    runs of every annex for O(pool_retry_minutes). O(count) counts instances, or vCPUs with O(capacity_unit=vcpus).
   - The lease is also enforced on the workers, whose HTCondor exits at lease end so the instance halts
     and terminates even if the cloud-side schedule fails.
   - Idempotent. The same O(count) twice launches nothing the second time; a larger O(count) launches
@@ -44,11 +45,12 @@ description:
     lease function deletes them when the lease ends), since the launch may have taken effect with its reply
     lost and workers must never run without a lease. Every run that finds live workers puts back a missing or
     lease-less tarball. One exception, the first launch of an annex (no live worker) that EC2 answers with no
-    instance in any pool (a definitive answer, not a failed call), leaves nothing (no launch template, tarball or
+    instance in any pool (a definitive answer, not a failed call), leaves nothing of the annex (no tarball or
     lease).
   - O(state=absent) runs C(condor_off -annex NAME) where HTCondor is reachable, cancels the annex's Spot
     Fleet requests (terminating their instances), terminates its instances, deletes its EC2 Fleet records (instant
-    fleets stay listed after their launch) and launch template, its tarball and lease, and the lease rules
+    fleets stay listed after their launch), a launch template an older version of this collection made for it,
+    its tarball and lease, and the lease rules
     C(condor_annex) made for it (found through the lease functions; a rule is deleted only when all its
     targets are lease functions). O(all_annexes=true) does this for every annex.
   - Runs of one annex started together launch one after the other. A run with something to launch takes
@@ -71,10 +73,10 @@ options:
     description:
       - With O(state=absent), remove every annex of the region (what C(teardown.yml) does) instead of one O(name),
         that is instances tagged C(htcondor:AnnexName), annex Spot Fleet requests, every C(config-*.tar.gz) tarball and
-        lease, the annexes' launch templates, and the lease rules C(condor_annex) made.
+        lease, the launch templates older versions of this collection made per annex, and the lease rules
+        C(condor_annex) made. The setup's shared launch template stays (M(htcondor.annex.annex_setup) removes it).
       - Takes the same number of AWS calls however many annexes and instances there are (listings once, cancels,
-        terminations and deletions batched), plus one C(DeleteLaunchTemplate) per annex launched with a fleet
-        (EC2 deletes launch templates one at a time).
+        terminations and deletions batched; plus one C(DeleteLaunchTemplate) per older per-annex template left).
     type: bool
     default: false
   state:
@@ -103,8 +105,9 @@ options:
   pool_retry_minutes:
     description:
       - Minutes a pool (an instance type in a subnet) that failed for want of capacity (C(InsufficientInstanceCapacity)
-        and the like) is left out of later launches of the annex, unless no other pool is left; 0 to 1440.
-      - The failures are remembered with the annex, not on the controller, as tags of its launch template
+        and the like) is left out of later launches of every annex of the setup (capacity is the pool's, whichever
+        annex asked), unless no other pool is left; 0 to 1440.
+      - The failures are remembered with the setup, not on the controller, as tags of its shared launch template
         C(htcondor-annex:pool-failed:<type>/<subnet>) = the time of the failure; a launch in the pool removes its tag.
         A launch with no failed pool and none to forget makes no extra call.
     type: int
@@ -125,8 +128,8 @@ options:
   instance_types:
     description:
       - EC2 instance types of the workers, most wanted first; replaces O(instance_type) when given.
-      - The workers are launched with one C(CreateFleet) of type C(instant) from the annex's launch template
-        C(htcondor-annex-<name>), over every type in every subnet of the setup (or O(subnet_ids)), so a type or
+      - The workers are launched with one C(CreateFleet) of type C(instant) from the setup's shared launch template
+        C(htcondor-annex_workers), over every type in every subnet of the setup (or O(subnet_ids)), so a type or
         zone without capacity does not refuse the launch (the same with one type).
       - Every type must run the same worker image (one architecture). Needs an image with the boot agent.
     type: list
@@ -564,7 +567,7 @@ class InputError(Exception):
 
 class NothingLaunched(AnnexAWSError):
     """A definitive fleet answer with no instance on an annex's first launch: what the run wrote for
-    it (tarball and lease, launch template) was removed again, so nothing is left."""
+    it (tarball and lease) was removed again, so nothing is left."""
 
 
 def load_spot_fleet_config(path):
@@ -1162,37 +1165,44 @@ class Annex:
         response = call(self.ec2, "RunInstances", **kwargs)
         return [i["InstanceId"] for i in response.get("Instances", [])]
 
-    def launch_template_data(self, setup):
-        """The annex's launch template: what every worker of a fleet launch shares."""
-        data = dict(ImageId=self.result["ami_id"], IamInstanceProfile={"Arn": setup["instance_profile_arn"]},
+    def workers_template_data(self, setup):
+        """The setup's shared launch template (fleet.py): what the fleet workers of every annex share
+        (whether instance tags are in metadata is one of two templates, see fleet.py)."""
+        return dict(IamInstanceProfile={"Arn": setup["instance_profile_arn"]},
                     SecurityGroupIds=[setup["security_group_id"]], InstanceInitiatedShutdownBehavior="terminate",
-                    MetadataOptions=self.metadata_options(),
-                    TagSpecifications=self.tag_specifications(["instance", "volume"]))
+                    MetadataOptions=self.metadata_options())
+
+    def fleet_overrides(self, setup):
+        """What every pool of this annex's fleet launches carries in its override: the image and the
+        key pair."""
+        overrides = dict(ImageId=self.result["ami_id"])
         key_name = self.key_name(setup)
         if key_name:
-            data["KeyName"] = key_name
-        return data
+            overrides["KeyName"] = key_name
+        return overrides
 
     def launch_fleet(self, setup, token, count):
         """Launch `count` workers with CreateFleet (type instant) over instance types x subnets,
         retrying the shortfall once without the pools that failed (fleet.py). Returns the ids."""
         params = self.params
-        template = fleet.annex_launch_template(
-            self.ec2, self.name, self.launch_template_data(setup), self.tag_specifications(["launch-template"]),
-            first_launch=not self.result["instance_ids"])
+        data = self.workers_template_data(setup)
+        template = fleet.workers_launch_template(self.ec2, data, managed_tags(
+            {proto.BUCKET_TAG: setup["bucket"]} if setup.get("bucket") else {}))
+        annex_overrides = self.fleet_overrides(setup)
 
         def build(pools, capacity, request_token):
             return fleet.fleet_request(template[:2], pools, capacity, params["spot"], params["allocation_strategy"],
                                        params["all_or_nothing"], params["max_price_per_hour"],
-                                       self.tag_specifications(["fleet"]), request_token)
+                                       self.tag_specifications(["fleet", "instance", "volume"]), request_token,
+                                       annex_overrides)
 
         weights = self.vcpus(instance_types(params)) if counts_vcpus(params) else None
         pools = fleet.pools(instance_types(params), self.subnets(setup), weights)
         zones = dict((p["SubnetId"], p["AvailabilityZone"]) for p in pools)
-        # pools that failed for want of capacity within pool_retry_minutes (the template's tags) are
-        # skipped, unless no other pool is left
+        # pools that failed for want of capacity within pool_retry_minutes (the shared template's
+        # tags: any annex's failure) are skipped, unless no other pool is left
         now = time.time()
-        failed = fleet.recently_failed(template[3], now, params["pool_retry_minutes"])
+        failed = fleet.recently_failed(template[2], now, params["pool_retry_minutes"])
         usable = [p for p in pools if fleet.pool_key(p) not in failed]
         if usable and len(usable) < len(pools):
             self.notes.append("skipped pools without capacity within the last %d minutes: %s" % (
@@ -1216,12 +1226,10 @@ class Annex:
             if not self.result["instance_ids"]:
                 # The annex's first launch (no live worker) and EC2's definitive answer: no instance.
                 # Nothing is left of it (a raised or lost call never comes here: its workers may exist).
-                raise NothingLaunched(message + "; " + self.remove_unlaunched(setup, template[0]),
-                                      code="InsufficientInstanceCapacity")
-            if template[2]:  # made by this run for nothing
-                fleet.delete_launch_templates(self.ec2, [dict(LaunchTemplateId=template[0])])
-            else:
                 self.remember_pools(template, outcome, now)
+                raise NothingLaunched(message + "; " + self.remove_unlaunched(setup),
+                                      code="InsufficientInstanceCapacity")
+            self.remember_pools(template, outcome, now)
             raise AnnexAWSError(message, code="InsufficientInstanceCapacity")
         self.remember_pools(template, outcome, now)
         note = "fleet launch: %s%s" % (outcome.summary(), price)
@@ -1235,20 +1243,20 @@ class Annex:
         return outcome.instance_ids
 
     def remember_pools(self, template, outcome, now):
-        """The pools that failed for want of capacity, remembered with the annex (its launch
-        template's tags) for later runs; pools that launched workers forgotten."""
-        left_out = fleet.remember_pools(self.ec2, template[0], template[3], outcome, now)
+        """The pools that failed for want of capacity, remembered with the setup (its shared launch
+        template's tags) for later runs of every annex; pools that launched workers forgotten."""
+        left_out = fleet.remember_pools(self.ec2, template[0], template[2], outcome, now)
         if left_out:
             self.notes.append("%d failed pools not remembered: the launch template has no tag left (EC2 allows %d)" % (
                 len(left_out), proto.MAX_TAGS_PER_RESOURCE))
 
-    def remove_unlaunched(self, setup, template_id):
-        """Remove what this run wrote for an annex none of whose workers was launched: its launch
-        template and its tarball with the lease (no worker can need them). The collection makes no
-        per-annex lease rule, so there is none to remove. Returns the words for the message."""
-        fleet.delete_launch_templates(self.ec2, [dict(LaunchTemplateId=template_id)])
+    def remove_unlaunched(self, setup):
+        """Remove what this run wrote for an annex none of whose workers was launched: its tarball
+        with the lease (no worker can need them). The collection makes no per-annex lease rule or
+        launch template (the shared one is the setup's), so there is none to remove. Returns the
+        words for the message."""
         delete_tarball(self.conn.client("s3"), setup["bucket"], self.name)
-        return "nothing was launched and nothing is left (launch template, tarball and lease removed)"
+        return "nothing was launched and nothing is left (tarball and lease removed)"
 
     def request_spot_fleet(self, setup, token, capacity, lease_end):
         config = json.loads(json.dumps(self.spot_config))
@@ -1363,8 +1371,8 @@ class Annex:
         for warning in lock.warnings if lock else []:
             self.module.warn(warning)
         templates = fleet.find_launch_templates(self.ec2, self.name)
-        # instant fleets' records bill nothing: removed with the rest, never alone (the launch template
-        # outlives the workers, so a removal finds them)
+        # instant fleets' records bill nothing: removed with the rest, never alone (EC2 may refuse to
+        # delete a record whose instances all ended, and a teardown run twice must change nothing)
         records = fleet.find_instant_fleets(self.ec2, self.name)
         if not (instances or fleets or rules or has_tarball or lock_record or templates):
             self.notes.append("annex %s does not exist" % self.name)

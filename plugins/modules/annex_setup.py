@@ -31,8 +31,9 @@ description:
     O(subnet_ids)) and records them (and the subnets' zones) with the security group stack.
   - O(state=absent) removes the lease rules C(condor_annex) made (a rule that also targets something else
     only loses the lease functions' targets), empties the bucket (all
-    objects and versions), deletes the four stacks and the key pair (only if this collection created
-    it) and removes the marked block. It refuses while annex instances are still running or a Spot Fleet
+    objects and versions), deletes the four stacks, the workers' shared launch templates the annex module
+    made (C(htcondor-annex_workers*), only with the project's tag) and the key pair (only if this
+    collection created it) and removes the marked block. It refuses while annex instances are still running or a Spot Fleet
     request of an annex is still active (submitted, active or modifying).
 author:
   - HTCondor annex maintainers (@htcondor-annex)
@@ -207,7 +208,7 @@ from ansible_collections.htcondor.annex.plugins.module_utils.aws import (
     wait,
 )
 from ansible_collections.htcondor.annex.plugins.module_utils import annex_resources as resources
-from ansible_collections.htcondor.annex.plugins.module_utils import network
+from ansible_collections.htcondor.annex.plugins.module_utils import fleet, network
 from ansible_collections.htcondor.annex.plugins.module_utils.annex_protocol import (
     KEY_PAIR_NAME, STACK_BUCKET, STACK_LAMBDA, STACK_PROFILE, STACK_SG, STACKS, fleet_annex_id,
 )
@@ -508,6 +509,12 @@ class Setup:
         self.remove_lease_rules(setup)
         if setup.get("bucket"):
             self.empty_bucket(setup["bucket"])
+        # the workers' launch templates the annex module made for this setup (fleet.py)
+        shared = fleet.find_workers_templates(self.ec2)
+        if shared:
+            self.changed = True
+            if not self.module.check_mode:
+                fleet.delete_launch_templates(self.ec2, shared)
         # Everything else may go in parallel, the bucket last (the others reference it).
         first = [STACK_SG, STACK_PROFILE, STACK_LAMBDA]
         for group in (first, [STACK_BUCKET]):

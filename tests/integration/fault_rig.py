@@ -201,7 +201,7 @@ class Rig:
             return lambda run: run("annex", args)
 
         if op == "launch":
-            return (self.ensure_setup, annex_step(self.annex_args(name)))
+            return (self._first_launch_of_the_setup, annex_step(self.annex_args(name)))
         if op == "grow":
             return (lambda: self._prepared(self.annex_args(name, count=1)), annex_step(self.annex_args(name)))
         if op == "extend":
@@ -214,6 +214,15 @@ class Rig:
         if op == "teardown":
             return (lambda: self.reset_cloud() or self._prepared(self.annex_args(name, count=1)), self._teardown_step)
         raise ValueError(op)
+
+    def _first_launch_of_the_setup(self):
+        """The setup, without the workers' shared launch template its first fleet launch makes, so
+        every launch cell walks the same calls as the recording (CreateLaunchTemplate included)."""
+        self.ensure_setup()
+        ec2 = self.client("ec2")
+        for template in ec2.describe_launch_templates()["LaunchTemplates"]:
+            if template["LaunchTemplateName"].startswith("htcondor-annex_workers"):
+                ec2.delete_launch_template(LaunchTemplateId=template["LaunchTemplateId"])
 
     def _prepared(self, args):
         self.ensure_setup()
@@ -406,6 +415,9 @@ class Rig:
                  if k["KeyName"] == proto.KEY_PAIR_NAME]
         left += ["bucket %s" % b["Name"] for b in self.client("s3").list_buckets().get("Buckets", [])]
         left += ["function %s" % f["FunctionName"] for f in self.client("lambda").list_functions()["Functions"]]
+        left += ["launch template %s" % t["LaunchTemplateName"]
+                 for t in self.client("ec2").describe_launch_templates()["LaunchTemplates"]
+                 if t["LaunchTemplateName"].startswith("htcondor-annex")]
         return left
 
 

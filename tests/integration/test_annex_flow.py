@@ -280,12 +280,13 @@ def test_annex_life_cycle(flow):
         assert tags.get("Name", "").startswith("MyFirstAnnex"), tags
         assert inst.get("KeyName") == KEY_PAIR
         assert tags["htcondor-annex:config-bucket"] == bucket, tags
-    # what the workers boot with: the annex's launch template (an EC2 Fleet gives its instances the
-    # template's settings; moto's fleet does not copy them onto its instances)
-    data = launch_template_data(ec2, "MyFirstAnnex")
+    # what the workers boot with: the setup's shared launch template (an EC2 Fleet gives its instances
+    # the template's settings; moto's fleet does not copy them onto its instances), the image and
+    # the key pair from the fleet's overrides
+    data = launch_template_data(ec2, launch["fleet_launch"]["fleet_ids"][0])
     assert data["IamInstanceProfile"]["Arn"] == setup["instance_profile_arn"]
     assert set(data["SecurityGroupIds"]) == set(setup["security_group_ids"])
-    assert data["KeyName"] == KEY_PAIR and data["InstanceInitiatedShutdownBehavior"] == "terminate"
+    assert data["ImageId"] == live[0][1]["ImageId"] and data["InstanceInitiatedShutdownBehavior"] == "terminate"
     # moto's AMI stands for a boot-agent image (MotoServer seeds the tag): IMDSv2 only
     options = data["MetadataOptions"]
     assert (options["HttpTokens"], options["HttpPutResponseHopLimit"], options["InstanceMetadataTags"]) == \
@@ -419,10 +420,18 @@ def test_annex_life_cycle(flow):
     assert_nothing_left(flow, bucket)
 
 
-def launch_template_data(ec2, annex):
-    versions = ec2.describe_launch_template_versions(LaunchTemplateName=f"htcondor-annex-{annex}",
-                                                     Versions=["$Latest"])["LaunchTemplateVersions"]
-    return versions[0]["LaunchTemplateData"]
+def launch_template_data(ec2, fleet_id):
+    """The launch template version fleet `fleet_id` launched from (the setup's shared one), with the
+    fleet's first override on top. DescribeFleets (AWS's output shape too) shows an override's image
+    but leaves out its KeyName: that is checked on the instances."""
+    fleet = ec2.describe_fleets(FleetIds=[fleet_id])["Fleets"][0]
+    config = fleet["LaunchTemplateConfigs"][0]
+    spec = config["LaunchTemplateSpecification"]
+    assert spec["LaunchTemplateId"] in [t["LaunchTemplateId"] for t in ec2.describe_launch_templates(
+        LaunchTemplateNames=["htcondor-annex_workers"])["LaunchTemplates"]], spec
+    versions = ec2.describe_launch_template_versions(LaunchTemplateId=spec["LaunchTemplateId"],
+                                                     Versions=[spec["Version"]])["LaunchTemplateVersions"]
+    return dict(versions[0]["LaunchTemplateData"], **config["Overrides"][0])
 
 
 def assert_fleet_launch(flow, launch, live, subnet_ids):
@@ -477,7 +486,8 @@ def test_own_vpc_workers_land_only_there(flow):
     assert len(live) == 3
     assert_fleet_launch(flow, run.result("Launch annex"), live, subnets)
     assert {inst["VpcId"] for _res, inst in live} == {vpc}
-    groups = set(launch_template_data(ec2, "OwnVpc")["SecurityGroupIds"])
+    fleet_id = run.result("Launch annex")["fleet_launch"]["fleet_ids"][0]
+    groups = set(launch_template_data(ec2, fleet_id)["SecurityGroupIds"])
     assert groups == set(setup["security_group_ids"])
     assert {g["VpcId"] for g in ec2.describe_security_groups(GroupIds=sorted(groups))["SecurityGroups"]} == {vpc}
     assert_foreign_image_needs_imdsv1_and_a_stock_setup(flow, vpc, subnets)

@@ -1,6 +1,6 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Fleet launches (issue 13): htcondor.annex.annex with instance_types / spot launches with one
-CreateFleet of type instant from the annex's launch template, against one moto server for the
+CreateFleet of type instant from the setup's shared launch template (issue 10: none per annex), against one moto server for the
 module (the module runs in-process, pointed at it; each test uses its own annex name).
 
 Capacity errors are injected in front of moto (`capacity`): each pool (type x subnet) has a
@@ -79,9 +79,36 @@ def tarball(rig, name):
         return None
 
 
+SHARED = "htcondor-annex_workers"
+
+
 def templates(rig, name):
+    """The launch templates named for annex `name` (older versions of the collection made one per
+    annex; this one makes none)."""
     return [t for t in rig["ec2"].describe_launch_templates()["LaunchTemplates"]
             if t["LaunchTemplateName"] == "htcondor-annex-%s" % name]
+
+
+def shared_template(rig):
+    """The setup's shared launch template, with its current tags (DescribeTags: moto's
+    DescribeLaunchTemplates answers with the tags given at creation only)."""
+    found = [t for t in rig["ec2"].describe_launch_templates()["LaunchTemplates"] if t["LaunchTemplateName"] == SHARED]
+    assert len(found) == 1, found
+    tags = rig["ec2"].describe_tags(Filters=[{"Name": "resource-id", "Values": [found[0]["LaunchTemplateId"]]}])["Tags"]
+    return dict(found[0], Tags=[dict(Key=t["Key"], Value=t["Value"]) for t in tags])
+
+
+@pytest.fixture(autouse=True)
+def forget_failed_pools(rig):
+    """Failed pools are remembered with the setup (the shared template's tags), for every annex:
+    each test starts without the pools an earlier test found without capacity."""
+    yield
+    for template in rig["ec2"].describe_launch_templates()["LaunchTemplates"]:
+        if template["LaunchTemplateName"] == SHARED:
+            tags = rig["ec2"].describe_tags(Filters=[{"Name": "resource-id", "Values": [template["LaunchTemplateId"]]}])
+            keys = [t["Key"] for t in tags["Tags"] if t["Key"].startswith("htcondor-annex:pool-failed:")]
+            if keys:
+                rig["ec2"].delete_tags(Resources=[template["LaunchTemplateId"]], Tags=[dict(Key=k) for k in keys])
 
 
 @pytest.fixture
@@ -188,15 +215,23 @@ def test_on_demand_types_by_subnets_one_create_fleet(rig, calls, count):
         tags = dict((t["Key"], t["Value"]) for t in instance["Tags"])
         assert tags[ANNEX_TAG] == name and tags["htcondor-annex:managed-by"] == "htcondor.annex"
         assert instance["SubnetId"] in rig["subnets"] and instance["InstanceType"] in TYPES
-    template = templates(rig, name)
-    assert len(template) == 1
-    tags = dict((t["Key"], t["Value"]) for t in template[0]["Tags"])
-    assert tags[ANNEX_TAG] == name and tags["htcondor-annex:managed-by"] == "htcondor.annex"
-    data = rig["ec2"].describe_launch_template_versions(
-        LaunchTemplateId=template[0]["LaunchTemplateId"])["LaunchTemplateVersions"][0]["LaunchTemplateData"]
-    assert data["ImageId"] == AMI and data["InstanceInitiatedShutdownBehavior"] == "terminate"
+    # no template of the annex's own: the setup's shared one, the image in every override, the
+    # annex's tags on the instances, volumes and the fleet from the request
+    assert templates(rig, name) == []
+    template = shared_template(rig)
+    tags = dict((t["Key"], t["Value"]) for t in template["Tags"])
+    assert ANNEX_TAG not in tags and tags["htcondor-annex:managed-by"] == "htcondor.annex"
+    spec = request["LaunchTemplateConfigs"][0]["LaunchTemplateSpecification"]
+    assert spec["LaunchTemplateId"] == template["LaunchTemplateId"]
+    data = rig["ec2"].describe_launch_template_versions(LaunchTemplateId=spec["LaunchTemplateId"], Versions=[
+        spec["Version"]])["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    assert "ImageId" not in data and data["InstanceInitiatedShutdownBehavior"] == "terminate"
     assert data["IamInstanceProfile"]["Arn"] == rig["setup"]["instance_profile_arn"]
     assert data["MetadataOptions"]["HttpEndpoint"] == "enabled"
+    assert {o["ImageId"] for o in overrides} == {AMI}
+    assert sorted(t["ResourceType"] for t in request["TagSpecifications"]) == ["fleet", "instance", "volume"]
+    for kind in request["TagSpecifications"]:
+        assert {"Key": ANNEX_TAG, "Value": name} in kind["Tags"], kind
     assert "on-demand" in result["msg"] and "price cap $12.5000 an hour" in result["msg"], result["msg"]
     assert result["fleet_launch"]["max_price_per_hour"] == 12.5
     # the same count again: nothing launched, no fleet, no template call
@@ -221,24 +256,33 @@ def test_spot_annex(rig, calls):
     assert "(spot)" in result["msg"]
 
 
-def test_grow_launches_the_difference_from_a_new_template_version(rig, calls):
+def test_grow_launches_the_difference_without_a_template_call(rig, calls):
     assert launch(rig, "grow1", count=2)["changed"]
+    first = calls["fleets"][-1]["LaunchTemplateConfigs"][0]["LaunchTemplateSpecification"]
+    del calls["operations"][:]
     grown = launch(rig, "grow1", count=5)
     assert grown["changed"] and len(grown["launched_instance_ids"]) == 3, grown
     assert calls["fleets"][-1]["TargetCapacitySpecification"]["TotalTargetCapacity"] == 3
-    assert calls["fleets"][-1]["LaunchTemplateConfigs"][0]["LaunchTemplateSpecification"]["Version"] == "2"
-    assert len(instances(rig, "grow1")) == 5 and len(templates(rig, "grow1")) == 1
+    assert calls["fleets"][-1]["LaunchTemplateConfigs"][0]["LaunchTemplateSpecification"] == first
+    assert [o for o in calls["operations"] if "LaunchTemplate" in o] == ["DescribeLaunchTemplates"], calls["operations"]
+    assert len(instances(rig, "grow1")) == 5 and templates(rig, "grow1") == []
 
 
-def test_absent_removes_the_launch_template_but_not_a_users(rig):
+def test_absent_removes_an_older_annex_template_but_not_the_shared_one_or_a_users(rig):
     assert launch(rig, "gone1", count=2)["changed"]
     user = rig["ec2"].create_launch_template(LaunchTemplateName="gone1-mine",
                                              LaunchTemplateData={"ImageId": AMI})["LaunchTemplate"]
+    # the launch template an older version of the collection made for the annex
+    older = rig["ec2"].create_launch_template(
+        LaunchTemplateName="htcondor-annex-gone1", LaunchTemplateData={"ImageId": AMI}, TagSpecifications=[dict(
+            ResourceType="launch-template", Tags=[{"Key": ANNEX_TAG, "Value": "gone1"},
+                                                  {"Key": "htcondor-annex:managed-by", "Value": "htcondor.annex"}])])
+    shared = shared_template(rig)["LaunchTemplateId"]
     removed = launch(rig, "gone1", state="absent")
     assert removed["changed"] and "launch template deleted" in removed["msg"], removed
     assert not instances(rig, "gone1") and not templates(rig, "gone1")
-    names = [t["LaunchTemplateName"] for t in rig["ec2"].describe_launch_templates()["LaunchTemplates"]]
-    assert "gone1-mine" in names
+    ids = [t["LaunchTemplateId"] for t in rig["ec2"].describe_launch_templates()["LaunchTemplates"]]
+    assert user["LaunchTemplateId"] in ids and shared in ids and older["LaunchTemplate"]["LaunchTemplateId"] not in ids
     assert launch(rig, "gone1", state="absent")["changed"] is False
     rig["ec2"].delete_launch_template(LaunchTemplateId=user["LaunchTemplateId"])
 
@@ -363,7 +407,7 @@ def test_partial_fulfilment_is_kept_and_said(rig, capacity, calls):
     assert again["failed"] and len(instances(rig, "part1")) == 3  # still no capacity: nothing more
 
 
-def test_all_pools_failing_is_a_clear_error_and_leaves_no_template(rig, capacity, calls):
+def test_all_pools_failing_is_a_clear_error_and_leaves_nothing_of_the_annex(rig, capacity, calls):
     for instance_type in TYPES:
         for subnet in rig["subnets"]:
             capacity[(instance_type, subnet)] = 0
@@ -373,7 +417,8 @@ def test_all_pools_failing_is_a_clear_error_and_leaves_no_template(rig, capacity
     assert "c5.large in %s" % rig["subnets"][0] in result["msg"] and "InsufficientInstanceCapacity" in result["msg"]
     assert calls["operations"].count("CreateFleet") == 2
     assert not instances(rig, "none1") and not templates(rig, "none1")
-    # the annex's first launch, answered definitively with no instance: nothing is left
+    # the annex's first launch, answered definitively with no instance: nothing of it is left (the
+    # shared launch template is the setup's, and now remembers the pools for every annex)
     assert "nothing is left" in result["msg"] and "stay in place" not in result["msg"], result["msg"]
     assert tarball(rig, "none1") is None
     # the failure carries the pools' errors as data: the autoscaler backs them off
@@ -385,7 +430,7 @@ def test_all_pools_failing_is_a_clear_error_and_leaves_no_template(rig, capacity
 
 
 def test_all_pools_failing_on_a_grow_keeps_the_annex(rig, capacity, calls):
-    """Not the first launch: the live workers keep their template, tarball and lease."""
+    """Not the first launch: the live workers keep their tarball and lease."""
     assert launch(rig, "none2", count=1)["changed"]
     for instance_type in TYPES:
         for subnet in rig["subnets"]:
@@ -394,18 +439,19 @@ def test_all_pools_failing_on_a_grow_keeps_the_annex(rig, capacity, calls):
     assert result["failed"] and "no pool had capacity for 2 on-demand workers" in result["msg"], result
     assert "stay in place" in result["msg"] and "nothing is left" not in result["msg"], result["msg"]
     assert result["fleet_launch"]["failed_pools"] and result["fleet_launch"]["instances"] == [], result
-    assert len(instances(rig, "none2")) == 1 and len(templates(rig, "none2")) == 1
+    assert len(instances(rig, "none2")) == 1
     assert tarball(rig, "none2") is not None
 
 
-def pool_tags(rig, name):
-    template = templates(rig, name)[0]
+def pool_tags(rig, _name=None):
+    template = shared_template(rig)
     return dict((t["Key"], t["Value"]) for t in template["Tags"] if t["Key"].startswith("htcondor-annex:pool-failed:"))
 
 
-def test_failed_pools_are_remembered_with_the_annex_and_skipped(rig, current_template_tags, capacity, calls):
-    """A pool without capacity is tagged on the annex's launch template; later runs leave it out
-    for pool_retry_minutes unless no other pool is left; a launch in it removes its tag."""
+def test_failed_pools_are_remembered_with_the_setup_and_skipped(rig, current_template_tags, capacity, calls):
+    """A pool without capacity is tagged on the setup's shared launch template; later runs of any
+    annex leave it out for pool_retry_minutes unless no other pool is left; a launch in it removes
+    its tag."""
     first = ("c5.large", rig["subnets"][0])
     key = "htcondor-annex:pool-failed:c5.large/%s" % rig["subnets"][0]
     capacity[first] = 0
@@ -418,6 +464,13 @@ def test_failed_pools_are_remembered_with_the_annex_and_skipped(rig, current_tem
     assert grown["changed"] and "skipped pools without capacity" in grown["msg"], grown
     assert len(calls["fleets"]) == 1 and first not in [
         (o["InstanceType"], o["SubnetId"]) for o in calls["fleets"][0]["LaunchTemplateConfigs"][0]["Overrides"]]
+    # so does another annex's (capacity is the pool's, whoever asks)
+    del calls["fleets"][:]
+    other = launch(rig, "mem2", count=1)
+    assert other["changed"] and "skipped pools without capacity" in other["msg"], other
+    assert first not in [(o["InstanceType"], o["SubnetId"])
+                         for o in calls["fleets"][0]["LaunchTemplateConfigs"][0]["Overrides"]]
+    assert launch(rig, "mem2", state="absent")["changed"]
     # only that pool asked for: it is tried all the same (no other pool is left)
     del calls["fleets"][:]
     alone = launch(rig, "mem1", count=4, instance_types=["c5.large"], subnet_ids=rig["subnets"][:1])
@@ -434,17 +487,24 @@ def test_failed_pools_are_remembered_with_the_annex_and_skipped(rig, current_tem
         assert refused["failed"] and "pool_retry_minutes must be 0 to 1440" in refused["msg"], refused
 
 
-def test_a_users_template_with_the_annex_name_is_refused_and_a_left_one_reused(rig, calls):
-    user = rig["ec2"].create_launch_template(LaunchTemplateName="htcondor-annex-clash1",
-                                             LaunchTemplateData={"ImageId": AMI})["LaunchTemplate"]
+def test_a_users_template_with_the_shared_name_is_refused_and_a_changed_setup_versioned(rig, current_template_tags,
+                                                                                      calls):
+    shared = shared_template(rig)
+    rig["ec2"].delete_launch_template(LaunchTemplateId=shared["LaunchTemplateId"])
+    user = rig["ec2"].create_launch_template(LaunchTemplateName=SHARED, LaunchTemplateData={"ImageId": AMI})
     refused = launch(rig, "clash1", count=1)
     assert refused["failed"] and "htcondor.annex did not make" in refused["msg"], refused
     assert not instances(rig, "clash1") and "CreateFleet" not in calls["operations"]
-    rig["ec2"].delete_launch_template(LaunchTemplateId=user["LaunchTemplateId"])
-    # the annex's own template left behind (its workers gone): a new version, no second template
+    rig["ec2"].delete_launch_template(LaunchTemplateId=user["LaunchTemplate"]["LaunchTemplateId"])
+    # the setup made again (its template's data no longer what the digest tag says): a new version
+    # of the shared template, used by this launch
     assert launch(rig, "left1", count=1)["changed"]
-    rig["ec2"].terminate_instances(InstanceIds=[i["InstanceId"] for i in instances(rig, "left1")])
-    again = launch(rig, "left1", count=1)
+    made = shared_template(rig)
+    rig["ec2"].create_tags(Resources=[made["LaunchTemplateId"]],
+                           Tags=[{"Key": "htcondor-annex:template-digest", "Value": "0" * 16}])
+    del calls["fleets"][:]
+    again = launch(rig, "left1", count=2)
     assert again["changed"] and len(again["launched_instance_ids"]) == 1, again
     assert calls["fleets"][-1]["LaunchTemplateConfigs"][0]["LaunchTemplateSpecification"]["Version"] == "2"
-    assert len(templates(rig, "left1")) == 1
+    digest = dict((t["Key"], t["Value"]) for t in shared_template(rig)["Tags"])["htcondor-annex:template-digest"]
+    assert digest != "0" * 16 and templates(rig, "left1") == []

@@ -146,14 +146,22 @@ def stock_script_args(args, setup_args=None, image_id=STOCK_AMI, region=REGION):
 
 
 def launch_template_data(name, region=REGION):
-    """What the workers of annex `name` launched by a fleet boot with: the latest version of its
-    launch template htcondor-annex-<name>. An EC2 Fleet gives its instances the template's settings
-    (profile, security groups, metadata options, shutdown behaviour); moto's fleet does not copy
-    them onto its instances, so the tests read them here."""
+    """What the workers of annex `name` launched by a fleet boot with: the version of the setup's
+    shared launch template its latest fleet named, with that fleet's override for the annex
+    (image, key pair, metadata options) on top, as EC2 applies them. moto's fleet copies neither
+    onto its instances, and DescribeFleets (AWS's output shape too) leaves out an override's
+    KeyName and MetadataOptions, so the override is read from moto's in-process fleet record."""
+    from moto.core import DEFAULT_ACCOUNT_ID  # pylint: disable=import-outside-toplevel
+    from moto.ec2.models import ec2_backends  # pylint: disable=import-outside-toplevel
     ec2 = boto3.client("ec2", region_name=region)
-    versions = ec2.describe_launch_template_versions(LaunchTemplateName="htcondor-annex-%s" % name,
-                                                     Versions=["$Latest"])["LaunchTemplateVersions"]
-    return versions[0]["LaunchTemplateData"]
+    fleets = [f for f in ec2.describe_fleets()["Fleets"]
+              if {"Key": "htcondor:AnnexName", "Value": name} in f.get("Tags", [])]
+    latest = fleets[-1]  # moto lists fleets in the order they were made
+    spec = latest["LaunchTemplateConfigs"][0]["LaunchTemplateSpecification"]
+    versions = ec2.describe_launch_template_versions(LaunchTemplateId=spec["LaunchTemplateId"],
+                                                     Versions=[spec["Version"]])["LaunchTemplateVersions"]
+    record = ec2_backends[DEFAULT_ACCOUNT_ID][region].fleets[latest["FleetId"]]
+    return dict(versions[0]["LaunchTemplateData"], **(record.launch_specs[0].overrides or {}))
 
 
 POOL_PASSWORD = b"\xad\x9e\xdd\x9d\xbb\xd9"  # "s3cret" in HTCondor's pool password format

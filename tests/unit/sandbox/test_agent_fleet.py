@@ -78,6 +78,29 @@ def test_fleet_instances_get_their_launch_template(aws, by):
         assert tags[ANNEX_TAG] == annex and tags["Name"] == "from the fleet", tags
 
 
+def test_fleet_instances_from_the_shared_template(aws):
+    """The annex module's shape (issue 10): a template per setup without image or tags, the image in
+    each override and the annex's tags in the fleet request; the worker gets the template's
+    profile and metadata options, the fleet's tags and the override's image."""
+    template = aws.ec2.create_launch_template(LaunchTemplateName="htcondor-annex_workers", LaunchTemplateData=dict(
+        IamInstanceProfile={"Arn": aws.profile["Arn"]}, InstanceInitiatedShutdownBehavior="terminate",
+        MetadataOptions=REQUIRED))["LaunchTemplate"]
+    response = aws.ec2.create_fleet(
+        Type="instant", TargetCapacitySpecification=dict(TotalTargetCapacity=1, DefaultTargetCapacityType="on-demand"),
+        LaunchTemplateConfigs=[dict(LaunchTemplateSpecification=dict(
+            LaunchTemplateId=template["LaunchTemplateId"], Version="1"),
+            Overrides=[dict(InstanceType="t3.micro", SubnetId=aws.subnets[0], ImageId=aws.ami)])],
+        TagSpecifications=[{"ResourceType": kind, "Tags": [{"Key": ANNEX_TAG, "Value": "Shared"}]}
+                           for kind in ("fleet", "instance", "volume")])
+    iid = response["Instances"][0]["InstanceIds"][0]
+    inst = aws.agent.instances()[iid]
+    assert inst["ImageId"] == aws.ami
+    assert inst["IamInstanceProfile"] == {"Arn": aws.profile["Arn"], "Id": aws.profile["InstanceProfileId"]}
+    for key, value in REQUIRED.items():
+        assert inst["MetadataOptions"][key] == value, (key, inst["MetadataOptions"])
+    assert {"Key": ANNEX_TAG, "Value": "Shared"} in inst["Tags"]
+
+
 def test_run_instances_and_known_instances_left_as_they_are(aws, monkeypatch):
     launched = aws.ec2.run_instances(
         ImageId=aws.ami, MinCount=1, MaxCount=1, InstanceType="t3.micro",

@@ -781,14 +781,12 @@ def test_removing_every_annex_takes_calls_independent_of_their_number(pool, monk
         launch(pool, name="many%d" % number, count=number)
     result, many = remove_all()
     assert result["removed_annexes"] == ["many1", "many2", "many3", "many4"]
-    # every launch is a fleet's, so every annex has a launch template, and EC2 deletes launch
-    # templates one at a time: one DeleteLaunchTemplate per annex, everything else the same
-    assert one.count("DeleteLaunchTemplate") == 1 and many.count("DeleteLaunchTemplate") == 4, many
-    one = [n for n in one if n != "DeleteLaunchTemplate"]
-    many = [n for n in many if n != "DeleteLaunchTemplate"]
+    # every launch is a fleet's from the setup's shared launch template (no template per annex, so
+    # none to delete one at a time): the same calls for one annex as for four
+    assert "DeleteLaunchTemplate" not in one + many, many
     assert one == many, (one, many)
-    # 9, plus the one listing of the annexes' launch templates (issue 13: teardown removes them),
-    # plus the one listing of instant fleets' records and one DeleteFleets (up to 25 records a call)
+    # 9, plus the one listing of older per-annex launch templates (removed if any are left), plus
+    # the one listing of instant fleets' records and one DeleteFleets (up to 25 records a call)
     assert len(one) <= 9 + 1 + 2 and one.count("DescribeLaunchTemplates") == 1, one
     assert one.count("DescribeFleets") == 1 and many.count("DeleteFleets") == 1, many
     assert inventory()["instances"] == [] and inventory()["objects"][pool["setup"]["bucket"]] == []

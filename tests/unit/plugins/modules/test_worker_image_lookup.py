@@ -302,11 +302,11 @@ def test_same_count_rerun_makes_no_image_lookup(pool, monkeypatch):
     names = list(calls.names)
     for name in calls.lock + ["DescribeInstances"]:
         names.remove(name)
-    # the launch: the annex's launch template found (DescribeLaunchTemplates) and given a version
-    # with the image, then one CreateFleet
+    # the launch: the setup's shared launch template found as it should be (DescribeLaunchTemplates;
+    # the image rides in the fleet's overrides, so no new version), then one CreateFleet
     assert sorted(n for n in names if n not in lookup) == [
-        "CreateFleet", "CreateLaunchTemplateVersion", "DescribeInstances", "DescribeLaunchTemplates",
-        "DescribeStacks", "HeadObject", "PutObject"], calls.names
+        "CreateFleet", "DescribeInstances", "DescribeLaunchTemplates", "DescribeStacks", "HeadObject",
+        "PutObject"], calls.names
     assert calls.lock == ["PutObject", "GetObject", "PutObject", "PutObject"], calls.lock
     assert {i["ImageId"] for i in annex_instances()} == {wanted}
 
