@@ -108,13 +108,17 @@ class AnnexLock:
     warnings: what the caller should tell the user (a release that failed)."""
 
     def __init__(self, s3, bucket, annex_id, timeout=DEFAULT_LOCK_TIMEOUT, ttl=LOCK_TTL,
-                 window=RECENT_LAUNCH_WINDOW, sleep=time.sleep, clock=time.time, monotonic=time.monotonic):
+                 window=RECENT_LAUNCH_WINDOW, sleep=time.sleep, clock=time.time, monotonic=time.monotonic,
+                 read_first=False):
         self.s3 = s3
         self.bucket = bucket
         self.annex_id = annex_id
         self.key = lock_key(annex_id)
         self.timeout = timeout
         self.ttl = ttl
+        # the caller expects a lock object (an annex launched before keeps its released one): read
+        # it first, rather than try to create it, be refused, and read it (one call fewer)
+        self.read_first = read_first
         self.window = window
         self._sleep = sleep
         self._clock = clock
@@ -193,7 +197,7 @@ class AnnexLock:
         """Take the lock, waiting at most self.timeout seconds for another holder (LockTimeout)."""
         deadline = self._monotonic() + self.timeout
         delay = BACKOFF_FIRST
-        seen = None  # None: try to create the object
+        seen = self._read() if self.read_first else None  # None: try to create the object
         lost = 0
         self.created_at_once = False
         first = True

@@ -1298,7 +1298,9 @@ class Annex:
         A lock created at its first attempt leaves `counted` (the count made just before) standing:
         no run held the lock or launched within its recent-launch window meanwhile."""
         self.changed = False  # waiting for the lock changes nothing
-        lock = AnnexLock(self.conn.client("s3"), setup["bucket"], self.name, timeout=self.params["lock_timeout"])
+        # an annex launched before (its tarball is there) keeps its released lock object
+        lock = AnnexLock(self.conn.client("s3"), setup["bucket"], self.name, timeout=self.params["lock_timeout"],
+                         read_first=self.tarball_head is not None)
         try:
             with lock:
                 if lock.created_at_once and counted is not None:

@@ -129,6 +129,53 @@ def test_a_waiting_run_gets_the_lock_once_the_holder_releases(s3):
     assert stored(s3) is None
 
 
+def s3_calls(client, monkeypatch):
+    """The S3 operations `client` makes, in order."""
+    seen = []
+    original = client._make_api_call
+
+    def recorded(operation_name, api_params):
+        seen.append(operation_name)
+        return original(operation_name, api_params)
+    monkeypatch.setattr(client, "_make_api_call", recorded)
+    return seen
+
+
+def test_read_first_takes_over_a_released_lock_without_a_refused_write(s3, monkeypatch):
+    """read_first (the annex was launched before, so its released lock object is expected): one
+    GetObject and the take-over, not a create refused first; the launches handed on are kept and
+    the caller counts again (created_at_once False)."""
+    plant(s3, state="released", expires_in=0, launches=[dict(id="i-0new", capacity=1, at=int(time.time()) - 5)])
+    calls = s3_calls(s3, monkeypatch)
+    taker = lock(s3, read_first=True).acquire()
+    assert calls == ["GetObject", "PutObject"], calls
+    assert taker.created_at_once is False and [e["id"] for e in taker.previous] == ["i-0new"]
+    assert stored(s3)[1]["holder"] == taker.holder
+    del calls[:]
+    taker.release()
+    # without read_first the same state costs a refused create first
+    plant(s3, state="released", expires_in=0)
+    del calls[:]
+    lock(s3).acquire()
+    assert calls == ["PutObject", "GetObject", "PutObject"], calls
+
+
+def test_read_first_without_a_lock_object_creates_it_at_once(s3, monkeypatch):
+    calls = s3_calls(s3, monkeypatch)
+    held = lock(s3, read_first=True).acquire()
+    assert calls == ["GetObject", "PutObject"], calls
+    assert held.created_at_once is True  # nobody held it or launched recently: the count stands
+    held.release()
+
+
+def test_read_first_waits_for_a_held_lock(s3):
+    plant(s3, host="cm.example.org", pid=9)
+    fake = FakeTime()
+    with pytest.raises(LockTimeout) as info:
+        lock(s3, fake, timeout=10, read_first=True).acquire()
+    assert "pid 9" in info.value.message and sum(fake.slept) <= 10 + 1e-6
+
+
 def test_a_lock_past_its_expiry_is_taken_over(s3):
     stale = plant(s3, expires_in=-10, launches=[dict(id="i-0dead", capacity=1, at=int(time.time()) - 20)])
     fake = FakeTime()
