@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import atexit
 import os
 import re
 import unicodedata
@@ -91,7 +92,16 @@ def data_loader():
     own, and the clients created later find that data already parsed in its cache."""
     if not _DATA_LOADER:
         _DATA_LOADER.append(create_loader())
+        # Dropped before the interpreter's own teardown: a loader still referenced then keeps the
+        # parsed endpoints and service models (about 55,000 objects) alive through the final
+        # garbage collections, which walk them all (0.08 s per module run); dropped by atexit, they
+        # are freed at once by reference counting.
+        atexit.register(_release_data_loader)
     return _DATA_LOADER[0]
+
+
+def _release_data_loader():
+    del _DATA_LOADER[:]
 
 
 def known_regions():
