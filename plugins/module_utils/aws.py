@@ -11,12 +11,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import atexit
 import os
 import re
 import unicodedata
 
 try:
-    import boto3
+    # botocore only: the modules make clients and nothing else, and boto3 (installed with it, and
+    # what amazon.aws requires) adds 0.02 s of imports and session set-up to every run
     import botocore.session
     from botocore.loaders import create_loader
     from botocore.config import Config
@@ -91,7 +93,16 @@ def data_loader():
     own, and the clients created later find that data already parsed in its cache."""
     if not _DATA_LOADER:
         _DATA_LOADER.append(create_loader())
+        # Dropped before the interpreter's own teardown: a loader still referenced then keeps the
+        # parsed endpoints and service models (about 55,000 objects) alive through the final
+        # garbage collections, which walk them all (0.08 s per module run); dropped by atexit, they
+        # are freed at once by reference counting.
+        atexit.register(_release_data_loader)
     return _DATA_LOADER[0]
+
+
+def _release_data_loader():
+    del _DATA_LOADER[:]
 
 
 def known_regions():
@@ -255,7 +266,7 @@ def describe_or_none(fn, *codes, **kwargs):
 
 
 class AWSConnection:
-    """Creates clients from one boto3 session with the collection's config."""
+    """Creates clients from one botocore session with the collection's config."""
 
     def __init__(self, region=None, access_key_file=None, secret_key_file=None, profile=None,
                  endpoint_url=None, retry_mode="standard", max_attempts=10):
@@ -268,22 +279,19 @@ class AWSConnection:
         )
         self.access_key_file = access_key_file
         self.secret_key_file = secret_key_file
-        kwargs = dict(region_name=self.region)
-        if access_key_file:
-            kwargs["aws_access_key_id"] = _read_key_file(access_key_file, "access key")
-            kwargs["aws_secret_access_key"] = _read_key_file(secret_key_file, "secret key")
+        self.session = botocore.session.get_session()
+        self.session.lazy_register_component("data_loader", data_loader)
         if profile:
-            kwargs["profile_name"] = profile
-        core = botocore.session.get_session()
-        core.lazy_register_component("data_loader", data_loader)
+            self.session.set_config_variable("profile", profile)
+        if access_key_file:
+            self.session.set_credentials(_read_key_file(access_key_file, "access key"),
+                                         _read_key_file(secret_key_file, "secret key"))
+        self.session.set_config_variable("region", self.region)
         try:
-            self.session = boto3.session.Session(botocore_session=core, **kwargs)
+            # an unknown profile fails here, with its message, not as a traceback at the first client
+            self.session.get_scoped_config()
         except ProfileNotFound as exc:
             raise translate_error(exc)
-        # Each boto3 Session appends its data directory to the loader's search path: keep the
-        # shared loader's path free of repeats when a process makes several connections (tests).
-        paths = data_loader().search_paths
-        paths[:] = [p for i, p in enumerate(paths) if p not in paths[:i]]
         self._clients = {}
 
     @classmethod
@@ -302,7 +310,7 @@ class AWSConnection:
                 kwargs["region_name"] = region
             if self.endpoint_url:
                 kwargs["endpoint_url"] = self.endpoint_url
-            self._clients[key] = self.session.client(service, **kwargs)
+            self._clients[key] = self.session.create_client(service, **kwargs)
         return self._clients[key]
 
 

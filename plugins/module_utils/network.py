@@ -13,8 +13,6 @@ import copy
 import os
 import re
 
-from ansible.module_utils.urls import open_url
-
 from ansible_collections.htcondor.annex.plugins.module_utils.aws import AnnexAWSError, call, paginate
 
 # Applied with fullmatch ("$" would let a trailing newline through).
@@ -189,9 +187,16 @@ METADATA_URL = "http://169.254.169.254/latest/"
 METADATA_TIMEOUT = 1  # seconds per request; off EC2 the address does not answer
 
 
+def _fetch(url, **kwargs):
+    # imported here, not at the top: ansible's urls module (with the cryptography it loads) takes
+    # 0.03 s to import, and only a launch without collector_host asks the metadata service
+    from ansible.module_utils.urls import open_url
+    return open_url(url, **kwargs).read().decode("ascii")
+
+
 def _metadata(path, token, timeout):
-    return open_url(METADATA_URL + "meta-data/" + path, headers={"X-aws-ec2-metadata-token": token},
-                    timeout=timeout).read().decode("ascii").strip()
+    return _fetch(METADATA_URL + "meta-data/" + path, headers={"X-aws-ec2-metadata-token": token},
+                  timeout=timeout).strip()
 
 
 def master_network(timeout=METADATA_TIMEOUT):
@@ -200,8 +205,8 @@ def master_network(timeout=METADATA_TIMEOUT):
     if os.environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true":
         return None
     try:
-        token = open_url(METADATA_URL + "api/token", method="PUT", timeout=timeout,
-                         headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}).read().decode("ascii")
+        token = _fetch(METADATA_URL + "api/token", method="PUT", timeout=timeout,
+                       headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
         mac = _metadata("mac", token, timeout)
         return (_metadata("network/interfaces/macs/%s/vpc-id" % mac, token, timeout),
                 _metadata("local-ipv4", token, timeout))

@@ -99,6 +99,7 @@ NOT_CREATING = {
     "api:CreateTags",
     "cfn:AWS::EC2::VPC::Id",  # a template parameter's type, not a resource
     "api:CreateConnection",  # socket.create_connection in the connectivity check function
+    "api:CreateClient",  # botocore's session.create_client in module_utils/aws.py: a client, no resource
 }
 CREATE_VERBS = ("Create", "Run", "Request", "Put", "Register", "Import", "Allocate", "Associate",
                 "Attach", "Upload", "Copy", "Authorize", "Add", "Start", "Update", "Publish")

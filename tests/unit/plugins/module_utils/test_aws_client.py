@@ -47,6 +47,13 @@ def test_unreadable_key_file(aws_env, tmp_path):
     assert "cannot read the AWS access key file" in err.value.message
 
 
+def test_unknown_profile_fails_at_connection(aws_env):
+    with pytest.raises(aws.AnnexAWSError) as err:
+        aws.AWSConnection(profile="no-such-profile")
+    assert err.value.code == "ProfileNotFound"
+    assert "AWS profile not found" in err.value.message and "no-such-profile" in err.value.message
+
+
 def _client_error(code, operation="RunInstances", service="ec2", method="run_instances"):
     conn = aws.AWSConnection(region="us-east-1")
     client = conn.client(service)
