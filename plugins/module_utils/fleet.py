@@ -73,6 +73,8 @@ WORKERS_TEMPLATE_NAMES = (WORKERS_TEMPLATE_NAME, WORKERS_TEMPLATE_NAME + "_no-ta
 
 def workers_template_name(metadata_options):
     return WORKERS_TEMPLATE_NAMES[metadata_options.get("InstanceMetadataTags") == "disabled"]
+
+
 # a digest of the template's data, as a tag: DescribeLaunchTemplates shows tags, not the data, so a
 # setup made again (a new security group or profile) is seen without reading the template's versions
 TEMPLATE_DIGEST_TAG = "htcondor-annex:template-digest"

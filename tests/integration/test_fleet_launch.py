@@ -487,8 +487,8 @@ def test_failed_pools_are_remembered_with_the_setup_and_skipped(rig, current_tem
         assert refused["failed"] and "pool_retry_minutes must be 0 to 1440" in refused["msg"], refused
 
 
-def test_a_users_template_with_the_shared_name_is_refused_and_a_changed_setup_versioned(rig, current_template_tags,
-                                                                                      calls):
+def test_a_users_template_with_the_shared_name_is_refused_and_a_changed_setup_versioned(
+        rig, current_template_tags, calls):
     shared = shared_template(rig)
     rig["ec2"].delete_launch_template(LaunchTemplateId=shared["LaunchTemplateId"])
     user = rig["ec2"].create_launch_template(LaunchTemplateName=SHARED, LaunchTemplateData={"ImageId": AMI})
