@@ -38,10 +38,6 @@ TEMPLATE_NOT_FOUND = ("InvalidLaunchTemplateId.NotFound", "InvalidLaunchTemplate
 TEMPLATE_EXISTS = "InvalidLaunchTemplateName.AlreadyExistsException"
 
 
-def launch_template_name(annex_id):
-    return LAUNCH_TEMPLATE_PREFIX + annex_id
-
-
 def options_error(count, spot, all_or_nothing, max_price_per_hour, allocation_strategy):
     """What is wrong with the fleet options (no AWS call), else None."""
     if allocation_strategy not in ON_DEMAND_STRATEGIES:

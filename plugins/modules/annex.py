@@ -1212,6 +1212,7 @@ class Annex:
         outcome = fleet.launch(self.ec2, build, pools, count, token, lambda: proto.client_token(self.name), weights)
         self._launched_capacity = dict((i["InstanceId"], (weights or {}).get(i["InstanceType"], 1))
                                        for i in outcome.instances)
+        self.remember_pools(template, outcome, now)
         price = "" if params["max_price_per_hour"] is None else "; price cap $%.4f an hour" % params["max_price_per_hour"]
         # failed_pools: the errors as data, per pool, for a caller that backs off (annex_autoscale)
         failed_pools = [dict(instance_type=key[0], subnet_id=key[1], availability_zone=zones.get(key[1]), code=code,
@@ -1226,12 +1227,9 @@ class Annex:
             if not self.result["instance_ids"]:
                 # The annex's first launch (no live worker) and EC2's definitive answer: no instance.
                 # Nothing is left of it (a raised or lost call never comes here: its workers may exist).
-                self.remember_pools(template, outcome, now)
                 raise NothingLaunched(message + "; " + self.remove_unlaunched(setup),
                                       code="InsufficientInstanceCapacity")
-            self.remember_pools(template, outcome, now)
             raise AnnexAWSError(message, code="InsufficientInstanceCapacity")
-        self.remember_pools(template, outcome, now)
         note = "fleet launch: %s%s" % (outcome.summary(), price)
         if outcome.errors:
             note += "; pools that failed: %s" % outcome.error_text(zones)

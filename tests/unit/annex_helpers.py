@@ -148,9 +148,9 @@ def stock_script_args(args, setup_args=None, image_id=STOCK_AMI, region=REGION):
 def launch_template_data(name, region=REGION):
     """What the workers of annex `name` launched by a fleet boot with: the version of the setup's
     shared launch template its latest fleet named, with that fleet's override for the annex
-    (image, key pair, metadata options) on top, as EC2 applies them. moto's fleet copies neither
-    onto its instances, and DescribeFleets (AWS's output shape too) leaves out an override's
-    KeyName and MetadataOptions, so the override is read from moto's in-process fleet record."""
+    (image, key pair) on top, as EC2 applies them. moto's fleet copies neither onto its
+    instances, and DescribeFleets (AWS's output shape too) leaves out an override's KeyName, so
+    the override is read from moto's in-process fleet record."""
     from moto.core import DEFAULT_ACCOUNT_ID  # pylint: disable=import-outside-toplevel
     from moto.ec2.models import ec2_backends  # pylint: disable=import-outside-toplevel
     ec2 = boto3.client("ec2", region_name=region)
